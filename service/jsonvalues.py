@@ -1,0 +1,105 @@
+"""Plain JSON values: type-strict equality, ordering and path lookup.
+
+Python's own `==` says `True == 1` and `1 == 1.0`; JSON has one number type
+and a separate boolean type, and blobflow's comparisons follow JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import orjson
+
+JsonKind = Literal["null", "boolean", "number", "string", "array", "object"]
+
+
+class _Missing:
+    """Marks a path that leads nowhere, as distinct from an explicit null."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+
+def kind(value: Any) -> JsonKind | None:
+    """The JSON type of a Python value, or None for anything JSON cannot hold."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return None
+
+
+def strict_equal(a: Any, b: Any) -> bool:
+    """JSON equality: same kind and same value, recursively; 1 == 1.0, true != 1."""
+    ka = kind(a)
+    if ka is None or ka != kind(b):
+        return False
+    if ka == "array":
+        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
+    if ka == "object":
+        return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def compare(a: Any, b: Any) -> int | None:
+    """-1, 0 or 1 for two numbers or two strings; None when they cannot be ordered."""
+    ka = kind(a)
+    if ka not in ("number", "string") or ka != kind(b):
+        return None
+    return int(a > b) - int(a < b)
+
+
+def lookup(value: Any, path: Sequence[str | int]) -> Any:
+    """Follow `path` into `value`; MISSING where it leads nowhere.
+
+    A string part of digits indexes an array, so the dotted field
+    `items.0.name` works on trigger fields as `items[0].name` does.
+    """
+    current = value
+    for part in path:
+        if isinstance(current, dict):
+            if not isinstance(part, str) or part not in current:
+                return MISSING
+            current = current[part]
+        elif isinstance(current, list | tuple):
+            if isinstance(part, str):
+                if not (part.isascii() and part.isdigit()):
+                    return MISSING
+                part = int(part)
+            if not 0 <= part < len(current):
+                return MISSING
+            current = current[part]
+        else:
+            return MISSING
+    return current
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON text; falls back to the stdlib for integers beyond 64 bits."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
