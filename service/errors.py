@@ -62,3 +62,11 @@ class ExpressionError(BlobflowError, ValueError):
 
 class ConfigError(BlobflowError, ValueError):
     """Invalid configuration; each line of the message is one problem."""
+
+
+class TriggerError(BlobflowError, ValueError):
+    """A trigger condition that cannot be compiled; `part` names the offending key."""
+
+    def __init__(self, message: str, part: str) -> None:
+        self.part = part  # "field", "operator" or "value"
+        super().__init__(message)
