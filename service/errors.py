@@ -6,6 +6,7 @@ right family (`except ValueError` catches bad definitions and expressions).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -70,3 +71,9 @@ class TriggerError(BlobflowError, ValueError):
     def __init__(self, message: str, part: str) -> None:
         self.part = part  # "field", "operator" or "value"
         super().__init__(message)
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest choice, or nothing."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,108 @@
+"""The `blobflow` command: parses arguments and hands off to one function per subcommand.
+
+Exit codes: 0 success, 1 the input was invalid, 2 the command was used wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from service.catalog import Catalog, build_catalog
+from service.errors import DefinitionError
+from service.events import EventError, check_event
+from service.sources import read_paths
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blobflow", description="Runs provider workflows on blob events."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check definition files or folders")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    validate.set_defaults(run=_validate)
+
+    match = commands.add_parser("match", help="show the workflows an event triggers")
+    match.add_argument("event", type=Path, metavar="EVENT.json")
+    match.add_argument("--definitions", type=Path, help="definitions folder")
+    match.add_argument("--json", action="store_true", help="print a JSON list")
+    match.set_defaults(run=_match)
+    return parser
+
+
+def load_catalog(paths: Sequence[Path]) -> Catalog:
+    """Read and build the definitions under `paths`; DefinitionError lists every problem."""
+    documents, problems = read_paths(paths)
+    try:
+        catalog = build_catalog(documents)
+    except DefinitionError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise DefinitionError(problems)
+    return catalog
+
+
+def _validate(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"blobflow validate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        catalog = load_catalog(args.paths)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return EXIT_INVALID
+    counts = (len(catalog.schemas), len(catalog.workflows), len(catalog.providers))
+    print("valid: {} schemas, {} workflows, {} providers".format(*counts), file=sys.stderr)
+    return EXIT_OK
+
+
+def _match(args: argparse.Namespace) -> int:
+    folder = args.definitions or Path(os.environ.get("BLOBFLOW_DEFINITIONS") or ".")
+    try:
+        raw = args.event.read_bytes()
+    except OSError as exc:
+        print(f"blobflow match: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        event = check_event(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        print(f"{args.event}: not JSON: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except EventError as exc:
+        print(f"{args.event}: {exc.detail}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        catalog = load_catalog([folder])
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    bindings = catalog.match(event.data, event.kind)
+    if args.json:
+        rows = [
+            {"priority": b.priority, "provider_id": b.provider_id, "workflow_id": b.workflow_id}
+            for b in bindings
+        ]
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for b in bindings:
+            print(f"{b.priority} {b.provider_id} {b.workflow_id}")
+    return EXIT_OK
