@@ -7,6 +7,7 @@ and a separate boolean type, and blobflow's comparisons follow JSON.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -41,8 +42,10 @@ def kind(value: Any) -> JsonKind | None:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return "number"
+    if isinstance(value, float):
+        return "number" if math.isfinite(value) else None
     if isinstance(value, str):
         return "string"
     if isinstance(value, list | tuple):
@@ -86,7 +89,9 @@ def lookup(value: Any, path: Sequence[str | int]) -> Any:
             current = current[part]
         elif isinstance(current, list | tuple):
             if isinstance(part, str):
-                if not (part.isascii() and part.isdigit()):
+                # Past 18 digits no array is that long, and int() would
+                # hit Python's digit limit on hostile input.
+                if not (part.isascii() and part.isdigit() and len(part) <= 18):
                     return MISSING
                 part = int(part)
             if not 0 <= part < len(current):

@@ -24,11 +24,13 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 
 _STR_TAG = "tag:yaml.org,2002:str"
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_TAGS = frozenset(
     "tag:yaml.org,2002:" + name for name in ("null", "bool", "int", "float", "str")
 )
+_TEXT_TAGS = frozenset(("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"))
+_NUMBER_TAGS = frozenset(("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"))
+_KEY_TAGS = _PLAIN_TAGS | _TEXT_TAGS | {_MERGE_TAG}
 
 
 class YamlLoadError(ValueError):
@@ -59,7 +61,8 @@ def nearest_line(lines: dict[tuple[PathPart, ...], int], path: tuple[PathPart, .
 
 def load_yaml(text: str | bytes) -> LoadedDocument:
     """Load exactly one YAML document into JSON-like data with line numbers."""
-    if len(text) > MAX_BYTES:
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "replace"))
+    if size > MAX_BYTES:
         raise YamlLoadError(f"file is larger than {MAX_BYTES} bytes")
     if isinstance(text, bytes):
         try:
@@ -111,13 +114,15 @@ class _Builder:
         raise YamlLoadError(f"unsupported YAML node {type(node).__name__}", line)
 
     def _scalar(self, node: ScalarNode, line: int) -> Any:
-        if node.tag == _TIMESTAMP_TAG:
-            return node.value  # dates stay text: JSON has no date type
+        if node.tag in _TEXT_TAGS or (node.tag in _NUMBER_TAGS and ":" in node.value):
+            # Dates, YAML 1.1 sexagesimal numbers (`1:30` is 90) and `=` stay
+            # text: JSON has no such types, and base 60 makes huge integers cheap.
+            return node.value
         if node.tag not in _PLAIN_TAGS:
             raise YamlLoadError(f"unsupported YAML tag {node.tag!r}", line)
         try:
             value = self._constructor.construct_object(node)
-        except (yaml.YAMLError, ValueError) as exc:
+        except Exception as exc:  # PyYAML's constructors raise many types on odd input
             raise YamlLoadError(f"invalid value {node.value!r}: {exc}", line) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise YamlLoadError(f"{node.value!r} is not a JSON number", line)
@@ -128,25 +133,33 @@ class _Builder:
     ) -> dict[str, Any]:
         if node.tag != "tag:yaml.org,2002:map":
             raise YamlLoadError(f"unsupported YAML tag {node.tag!r}", line)
-        seen: set[str] = set()
-        for key_node, _ in node.value:
+        merged: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, ScalarNode):
                 raise YamlLoadError("mapping keys must be plain text", key_line)
+            if key_node.tag not in _KEY_TAGS:
+                raise YamlLoadError(f"unsupported YAML tag {key_node.tag!r}", key_line)
             if key_node.tag == _MERGE_TAG:
+                merged.update(self._merge_sources(value_node, path, depth))
                 continue
-            if key_node.value in seen:
-                raise YamlLoadError(f"duplicate key {key_node.value!r}", key_line)
-            seen.add(key_node.value)
-        try:
-            # Merged pairs come first, so explicit keys override them below.
-            self._constructor.flatten_mapping(node)
-        except yaml.YAMLError as exc:
-            raise YamlLoadError(f"invalid merge key: {exc}", line) from None
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
             # The key's own text: `on:` or `200:` stay strings, as JSON needs.
             key = key_node.value
+            if key in out:
+                raise YamlLoadError(f"duplicate key {key!r}", key_line)
             out[key] = self.build(value_node, (*path, key), depth + 1)
-            self.lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
+            self.lines[(*path, key)] = key_line
+        # Explicit keys override merged ones.
+        return {**merged, **out} if merged else out
+
+    def _merge_sources(self, node: Node, path: tuple[PathPart, ...], depth: int) -> dict[str, Any]:
+        """The pairs a `<<` key merges in; in a list, earlier mappings win."""
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, MappingNode):
+                line = source.start_mark.line + 1
+                raise YamlLoadError("a merge key takes a mapping or a list of mappings", line)
+            merged.update(self.build(source, path, depth + 1))
+        return merged
