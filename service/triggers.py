@@ -23,6 +23,7 @@ Operator: TypeAlias = Literal[
     "eq", "ne", "in", "not_in", "contains", "exists",
     "gt", "gte", "lt", "lte", "matches", "changed",
 ]  # fmt: skip
+PREVIOUS_FIELDS = frozenset({"metadata", "content"})
 OPERATORS: frozenset[str] = frozenset(get_args(Operator))
 
 # Spellings from other query languages that difflib cannot relate to ours.
@@ -182,6 +183,11 @@ def compile_condition(field: str, operator: str, value: Any = MISSING) -> Trigge
     if op == "changed":
         if given:
             raise bad("takes no value")
+        if path[0] not in PREVIOUS_FIELDS:
+            # `previous` holds only these, so any other field would count as
+            # changed on every update.
+            message = "operator 'changed' works on metadata and content fields only"
+            raise TriggerError(message, "field")
         value = None
     elif op == "exists":
         if not given:

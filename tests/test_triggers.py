@@ -259,7 +259,7 @@ def test_changed_is_type_strict(old: Any, new: Any, expected: bool) -> None:
         ("a", "lte", "m", TriggerCondition(("a",), "lte", "m")),
         ("a", "exists", MISSING, TriggerCondition(("a",), "exists", True)),
         ("a", "exists", False, TriggerCondition(("a",), "exists", False)),
-        ("a", "changed", MISSING, TriggerCondition(("a",), "changed", None)),
+        ("content", "changed", MISSING, TriggerCondition(("content",), "changed", None)),
         ("a", "matches", "^x", TriggerCondition(("a",), "matches", "^x", re.compile("^x"))),
     ],
 )
@@ -311,7 +311,8 @@ def test_operators_constant_lists_the_literal() -> None:
         ("a", "exists", "yes", "value", "operator 'exists' takes true or false, got string"),
         ("a", "exists", 1, "value", "takes true or false, got number"),
         ("a", "exists", None, "value", "takes true or false, got null"),
-        ("a", "changed", True, "value", "operator 'changed' takes no value"),
+        ("content", "changed", True, "value", "operator 'changed' takes no value"),
+        ("blob_id", "changed", MISSING, "field", "works on metadata and content fields only"),
         ("a", "changed", None, "value", "operator 'changed' takes no value"),
         ("a", "eq", object(), "value", "is not a JSON value"),
         ("a", "eq", {1: "a"}, "value", "is not a JSON value"),
