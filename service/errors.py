@@ -77,3 +77,41 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest choice, or nothing."""
     close = difflib.get_close_matches(str(word), list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class StepInputError(BlobflowError, ValueError):
+    """A step's resolved input cannot become an HTTP request; nothing is sent."""
+
+
+class DeltaError(BlobflowError, ValueError):
+    """A workflow output whose delta fields are malformed; carries every problem found."""
+
+    MAX_LISTED = 20  # the message ends up in the execution record; `problems` keeps them all
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        lines = list(self.problems[: self.MAX_LISTED])
+        if len(self.problems) > self.MAX_LISTED:
+            lines.append(f"... and {len(self.problems) - self.MAX_LISTED} more problems")
+        super().__init__("\n".join(lines) or "invalid deltas")
+
+
+class ExecutionCancelled(BlobflowError):
+    """The execution was cancelled on request; compensations run, the status is cancelled."""
+
+
+# A lost connection or a slow answer may be fine next time; the others will not change.
+_RETRYABLE_HTTP_REASONS = frozenset({"connect", "timeout"})
+
+
+class HttpCallError(BlobflowError):
+    """A downstream call that produced no usable HTTP answer; `reason` says why.
+
+    `reason` is one of unknown_service, connect, timeout, too_large, not_json, redirect.
+    An HTTP error status is not this error: the caller gets the response and decides.
+    """
+
+    def __init__(self, reason: str, message: str, *, retryable: bool | None = None) -> None:
+        self.reason = reason
+        self.retryable = reason in _RETRYABLE_HTTP_REASONS if retryable is None else retryable
+        super().__init__(message)

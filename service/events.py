@@ -6,21 +6,18 @@ they are stable names, not prose.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import orjson
-
 from service.errors import BlobflowError
+from service.jsonvalues import loads
 from service.triggers import EventKind
 
 MAX_EVENT_BYTES: Final = 1024 * 1024
 MAX_ID_CHARS: Final = 200
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
 _RFC3339: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -67,7 +64,7 @@ def decode_event(
     if len(payload) > max_bytes:
         raise EventError("too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
     try:
-        data = _loads(payload)
+        data = loads(payload)
     except ValueError as exc:
         raise EventError("invalid_json", str(exc)) from None
     subject_kind = SUBJECT_KINDS.get(subject) if subject else None
@@ -117,20 +114,6 @@ def _check_optional(data: dict[str, Any]) -> None:
     occurred_at = data.get("occurred_at")
     if occurred_at is not None and not _is_rfc3339(occurred_at):
         raise EventError("invalid_field", "occurred_at must be an RFC 3339 timestamp")
-
-
-def _loads(payload: bytes) -> Any:
-    # orjson turns integers beyond 64 bits into floats (losing digits) or
-    # refuses them; such rare payloads go to the stdlib parser, which keeps
-    # them exact. A long digit run inside a string only costs a slower parse.
-    if _LONG_DIGITS.search(payload) is None:
-        return orjson.loads(payload)
-    text = payload.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return json.loads(text, parse_constant=_reject_constant)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _is_rfc3339(value: Any) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -108,3 +109,23 @@ def compact_json(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+
+
+def loads(payload: bytes) -> Any:
+    """Parse JSON, keeping integers beyond 64 bits exact; raises ValueError.
+
+    orjson turns such integers into floats (losing digits) or refuses them;
+    those rare payloads go to the stdlib parser instead. A long digit run
+    inside a string only costs a slower parse.
+    """
+    if _LONG_DIGITS.search(payload) is None:
+        return orjson.loads(payload)
+    text = payload.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
