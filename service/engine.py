@@ -1,0 +1,117 @@
+"""The engine: turns a matched binding into a durable execution and runs it.
+
+It owns nothing but wiring: the catalog says what to run, the store keeps
+the state under a lease, the service clients make the calls. `start` runs a
+new execution here; `resume` takes over one that is pending or whose owner's
+lease expired, at the first step that had not settled.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from service.cancellation import CancelToken
+from service.catalog import Catalog
+from service.compiler import CompiledWorkflow
+from service.deltas import DeltaDraft
+from service.events import BlobEvent
+from service.executor import Executor
+from service.records import Execution, LogLine, StepRecord, event_execution_id
+from service.step_calls import Caller
+from service.store import ExecutionStore, Lease
+from service.triggers import Binding
+
+
+class LeasedPersistence:
+    """The store's writes for one execution, fenced by the lease this worker holds."""
+
+    def __init__(self, store: ExecutionStore, lease: Lease) -> None:
+        self.store = store
+        self.lease = lease
+
+    async def checkpoint(self, execution: Execution, logs: Sequence[LogLine]) -> None:
+        await self.store.checkpoint(self.lease, execution, logs)
+
+    async def store_deltas(
+        self, execution: Execution, drafts: Sequence[DeltaDraft]
+    ) -> Sequence[dict[str, Any]]:
+        return await self.store.store_deltas(execution, drafts)
+
+
+def new_execution(
+    event: BlobEvent, binding: Binding, workflow: CompiledWorkflow, version: int = 1
+) -> Execution:
+    """A pending execution of `binding` for `event`; binding defaults sit under the event."""
+    return Execution(
+        id=event_execution_id(event.event_id, binding.provider_id, binding.workflow_id),
+        event_id=event.event_id,
+        provider_id=binding.provider_id,
+        workflow_id=workflow.id,
+        workflow_version=version,
+        blob_id=event.blob_id,
+        user_id=event.user_id,
+        priority=binding.priority,
+        input={**binding.input, **event.data},
+        steps=tuple(StepRecord(id=step.spec.id) for step in workflow.steps),
+    )
+
+
+class Engine:
+    def __init__(
+        self, catalog: Catalog, store: ExecutionStore, caller: Caller, worker_id: str | None = None
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.caller = caller
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self._tokens: dict[str, CancelToken] = {}
+
+    async def start(self, event: BlobEvent, binding: Binding) -> Execution | None:
+        """Create and run the execution of `binding` for `event`; None if it exists already."""
+        workflow = self.catalog.workflows[binding.workflow_id]
+        execution = new_execution(event, binding, workflow)
+        lease = await self.store.create(execution, owner=self.worker_id)
+        if lease is None:
+            return None
+        return await self._run(workflow, execution, lease)
+
+    async def resume(self, execution_id: str) -> Execution | None:
+        """Take over `execution_id` if it is pending or its lease expired, and run it."""
+        claimed = await self.store.claim(execution_id, self.worker_id)
+        if claimed is None:
+            return None
+        execution, lease = claimed
+        return await self._run(self.catalog.workflows[execution.workflow_id], execution, lease)
+
+    def cancel(self, execution_id: str) -> bool:
+        """Ask a run in this process to stop; False when it does not run here."""
+        token = self._tokens.get(execution_id)
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+    @property
+    def running(self) -> Mapping[str, CancelToken]:
+        return self._tokens
+
+    async def _run(
+        self, workflow: CompiledWorkflow, execution: Execution, lease: Lease
+    ) -> Execution:
+        token = self._tokens.setdefault(execution.id, CancelToken())
+        spec = workflow.spec
+        executor = Executor(
+            workflow,
+            execution,
+            caller=self.caller,
+            persistence=LeasedPersistence(self.store, lease),
+            token=token,
+            input_schema=self.catalog.validators.get(spec.input_schema_id or ""),
+            output_schema=self.catalog.validators.get(spec.output_schema_id or ""),
+        )
+        try:
+            return await executor.run()
+        finally:
+            self._tokens.pop(execution.id, None)

@@ -1,0 +1,244 @@
+"""MongoDB persistence of executions, their logs and their deltas.
+
+Every write to a running execution is fenced by its lease: the filter names
+the owner and epoch, so a worker that lost its lease (paused, partitioned,
+slow) matches nothing and learns it must stop. Lease expiry is computed on
+the server's clock. No multi-document transactions: each write is safe to
+repeat.
+
+Per-blob versions are gapless without a counter: deltas are inserted in
+order with versions max+1, max+2, … under a unique (blob_id, version) index.
+A version can only be stored once its predecessor exists, so a crash or a
+race leaves no gap; the loser of a race re-reads the maximum and goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from service.deltas import DeltaDraft
+from service.errors import BlobflowError
+from service.records import (
+    Execution,
+    LogLine,
+    from_document,
+    log_document,
+    log_from_document,
+    mutable_fields,
+    now,
+    to_document,
+)
+
+Document = dict[str, Any]
+MAX_VERSION_RETRIES = 100
+_NOW_MS: Document = {"$toLong": "$$NOW"}
+
+
+class LeaseLost(BlobflowError):
+    """Another worker owns this execution now; this one must stop working on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    execution_id: str
+    owner: str
+    epoch: int
+
+    @property
+    def fence(self) -> Document:
+        return {"_id": self.execution_id, "lease.owner": self.owner, "lease.epoch": self.epoch}
+
+
+class ExecutionStore:
+    def __init__(
+        self, db: AsyncDatabase[Document], *, lease_ms: int = 15_000, max_logs: int = 5_000
+    ) -> None:
+        self.executions = db["executions"]
+        self.deltas = db["deltas"]
+        self.lease_ms = lease_ms
+        self.max_logs = max_logs
+
+    async def ensure_indexes(self) -> None:
+        # One index per query the engine and the API make.
+        await self.executions.create_indexes(
+            [
+                IndexModel(
+                    [
+                        ("event_id", ASCENDING),
+                        ("provider_id", ASCENDING),
+                        ("workflow_id", ASCENDING),
+                    ],
+                    unique=True,
+                    name="event_binding",
+                ),
+                IndexModel([("created_at", DESCENDING)], name="created"),
+                IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status"),
+                IndexModel(
+                    [("workflow_id", ASCENDING), ("created_at", DESCENDING)], name="workflow"
+                ),
+                IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="user"),
+                IndexModel(
+                    [("provider_id", ASCENDING), ("created_at", DESCENDING)], name="provider"
+                ),
+                IndexModel([("blob_id", ASCENDING), ("created_at", DESCENDING)], name="blob"),
+            ]
+        )
+        await self.deltas.create_indexes(
+            [
+                IndexModel(
+                    [("blob_id", ASCENDING), ("version", ASCENDING)],
+                    unique=True,
+                    name="blob_version",
+                ),
+                IndexModel([("execution_id", ASCENDING)], name="execution"),
+                IndexModel(
+                    [("published", ASCENDING), ("timestamp", ASCENDING)],
+                    partialFilterExpression={"published": False},
+                    name="unpublished",
+                ),
+            ]
+        )
+
+    async def create(self, execution: Execution, owner: str | None = None) -> Lease | None:
+        """Insert a new execution, owned by `owner` when given; None when it exists already."""
+        document = to_document(execution)
+        document["logs"] = []
+        lease = None
+        if owner is not None:
+            lease = Lease(execution.id, owner, 1)
+            # The worker's clock, once: every later write renews on the server's.
+            expires_ms = int(now().timestamp() * 1000) + self.lease_ms
+            document["lease"] = {"owner": owner, "epoch": 1, "expires_ms": expires_ms}
+        try:
+            await self.executions.insert_one(document)
+        except DuplicateKeyError:
+            return None
+        return lease
+
+    async def claim(self, execution_id: str, owner: str) -> tuple[Execution, Lease] | None:
+        """Take a pending execution, or a running one whose lease expired."""
+        expired = {"$expr": {"$lt": [{"$toLong": "$lease.expires_ms"}, _NOW_MS]}}
+        claimed = await self.executions.find_one_and_update(
+            {"_id": execution_id, "$or": [{"status": "pending"}, {"status": "running", **expired}]},
+            [
+                {
+                    "$set": {
+                        "status": "running",
+                        "started_at": {"$ifNull": ["$started_at", "$$NOW"]},
+                        "lease": {
+                            "owner": {"$literal": owner},
+                            "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
+                            "expires_ms": {"$add": [_NOW_MS, self.lease_ms]},
+                        },
+                    }
+                }
+            ],
+            projection={"logs": False},
+            return_document=ReturnDocument.AFTER,
+        )
+        if claimed is None:
+            return None
+        return from_document(claimed), Lease(execution_id, owner, claimed["lease"]["epoch"])
+
+    async def checkpoint(
+        self, lease: Lease, execution: Execution, logs: Sequence[LogLine] = ()
+    ) -> None:
+        """Write the execution's state and new log lines, renewing the lease; fenced."""
+        fields = {key: {"$literal": value} for key, value in mutable_fields(execution).items()}
+        fields["lease.expires_ms"] = {"$add": [_NOW_MS, self.lease_ms]}
+        if logs:
+            new = {"$literal": [log_document(line) for line in logs]}
+            merged = {"$concatArrays": [{"$ifNull": ["$logs", []]}, new]}
+            fields["logs"] = {"$slice": [merged, self.max_logs]}
+        result = await self.executions.update_one(lease.fence, [{"$set": fields}])
+        if result.matched_count == 0:
+            raise LeaseLost(f"execution {execution.id} is no longer owned by {lease.owner}")
+
+    async def get(self, execution_id: str) -> Execution | None:
+        document = await self.executions.find_one({"_id": execution_id}, {"logs": False})
+        return None if document is None else from_document(document)
+
+    async def logs(self, execution_id: str) -> list[LogLine]:
+        document = await self.executions.find_one({"_id": execution_id}, {"logs": True})
+        if document is None:
+            return []
+        return [log_from_document(line) for line in document.get("logs") or ()]
+
+    async def store_deltas(
+        self, execution: Execution, drafts: Sequence[DeltaDraft]
+    ) -> list[Document]:
+        """Store the execution's deltas exactly once, with gapless per-blob versions."""
+        documents = [_delta_document(execution, index, draft) for index, draft in enumerate(drafts)]
+        pending = documents
+        for _ in range(MAX_VERSION_RETRIES):
+            if not pending:
+                break
+            latest = await self.deltas.find_one(
+                {"blob_id": execution.blob_id}, {"version": True}, sort=[("version", DESCENDING)]
+            )
+            version = latest["version"] if latest else 0
+            for offset, document in enumerate(pending):
+                document["version"] = version + offset + 1
+            try:
+                await self.deltas.insert_many(pending, ordered=True)
+                pending = []
+            except BulkWriteError as exc:
+                pending = await self._after_conflict(execution, pending, exc)
+        else:
+            raise BlobflowError(f"could not store deltas for blob {execution.blob_id!r}")
+        stored = self.deltas.find({"execution_id": execution.id}, sort=[("_id", ASCENDING)])
+        by_id = {document["_id"]: document async for document in stored}
+        return [by_id[document["_id"]] for document in documents]
+
+    async def _after_conflict(
+        self, execution: Execution, pending: list[Document], exc: BulkWriteError
+    ) -> list[Document]:
+        errors = exc.details.get("writeErrors") or []
+        if not errors or errors[0].get("code") != 11000:
+            raise exc
+        failed = errors[0]["index"]
+        rest = pending[failed:]
+        if "_id" in (errors[0].get("keyPattern") or {}):
+            # Stored before, by an earlier attempt at this execution: keep what exists.
+            existing = {d["_id"] async for d in self._delta_ids(execution.id)}
+            rest = [document for document in rest if document["_id"] not in existing]
+        return rest
+
+    def _delta_ids(self, execution_id: str) -> Any:
+        return self.deltas.find({"execution_id": execution_id}, {"_id": True})
+
+    async def unpublished_deltas(self, limit: int = 100) -> list[Document]:
+        cursor = self.deltas.find(
+            {"published": False}, sort=[("timestamp", ASCENDING)], limit=limit
+        )
+        return [document async for document in cursor]
+
+    async def mark_published(self, delta_ids: Iterable[str]) -> None:
+        ids = list(delta_ids)
+        if ids:
+            await self.deltas.update_many({"_id": {"$in": ids}}, {"$set": {"published": True}})
+
+
+def _delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Document:
+    return {
+        "_id": f"{execution.id}:{index}",
+        "blob_id": execution.blob_id,
+        "provider_id": execution.provider_id,
+        "workflow_id": execution.workflow_id,
+        "workflow_version": execution.workflow_version,
+        "execution_id": execution.id,
+        "event_id": execution.event_id,
+        "type": draft.type,
+        "path": draft.path,
+        "new_value": draft.new_value,
+        "old_value": draft.old_value,
+        "version": 0,
+        "timestamp": now(),
+        "published": False,
+    }

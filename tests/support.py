@@ -1,0 +1,114 @@
+"""Shared helpers for engine tests: catalogs, events, a scripted studio service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.catalog import Catalog, build_catalog
+from service.engine import Engine
+from service.events import BlobEvent, check_event
+from service.http_client import ServiceClients
+from service.sources import SourceDocument, read_paths
+from service.store import ExecutionStore
+from service.triggers import Binding
+from tests.servers import Downstream, Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def example_catalog() -> Catalog:
+    documents, problems = read_paths([ROOT])
+    assert problems == []
+    return build_catalog(documents)
+
+
+def step(step_id: str, endpoint: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"id": step_id, "service": "studio", "endpoint": endpoint or f"/{step_id}", **fields}
+
+
+def catalog_with(
+    steps: list[dict[str, Any]], extra: Sequence[SourceDocument] = (), **workflow: Any
+) -> Catalog:
+    """A catalog of one workflow `wf` bound by provider `p` to every onCreate event."""
+    data = {"id": "wf", "provider_id": "p", "name": "Test workflow", "steps": steps, **workflow}
+    provider = {
+        "provider": {"id": "p", "name": "Test provider"},
+        "workflows": [{"workflow_id": "wf", "triggers": [{"event": "onCreate"}]}],
+    }
+    return build_catalog(
+        [
+            *extra,
+            SourceDocument("workflow", "wf.yaml", data),
+            SourceDocument("provider", "p.yaml", provider),
+        ]
+    )
+
+
+def blob_event(event_id: str = "evt-1", blob_id: str = "blob-1", **fields: Any) -> BlobEvent:
+    data = {"event_id": event_id, "blob_id": blob_id, "user_id": "user-1", **fields}
+    return check_event(data, "onCreate")
+
+
+def binding_of(catalog: Catalog, workflow_id: str) -> Binding:
+    return next(b for b in catalog.bindings if b.workflow_id == workflow_id)
+
+
+def script_studio(downstream: Downstream) -> None:
+    """Plausible answers for every endpoint the example workflows call."""
+    downstream.script("POST", "/blobs/validate", [Reply(200, json={"valid": True})])
+    downstream.script(
+        "POST", "/blobs/metadata", [Reply(200, json={"content_type": "text/plain", "size": 42})]
+    )
+    downstream.script("POST", "/providers/trigger", [Reply(200, json={"triggered": ["p1"]})])
+    downstream.script("POST", "/providers/rollback", [Reply(200, json={"rolled_back": True})])
+    downstream.script(
+        "POST",
+        "/deltas/generate",
+        [
+            Reply(
+                200,
+                json={
+                    "delta_operations": [
+                        {"op": "set", "path": "/metadata/checked", "value": True},
+                        {"op": "set", "path": "/metadata/size", "value": 42, "old_value": 40},
+                    ],
+                    "created_blobs": [{"id": "derived-1", "type": "summary"}],
+                },
+            )
+        ],
+    )
+    downstream.script(
+        "GET",
+        "/blobs/{blob_id}",
+        [Reply(200, json={"content": "It rained.", "metadata": {"chapter_number": 7}})],
+    )
+    downstream.script(
+        "POST", "/generate", [Reply(200, json={"text": "It rained hard.", "word_count": 3})]
+    )
+    downstream.script("POST", "/consistency/check", [Reply(200, json={"score": 0.9})])
+    downstream.script(
+        "POST",
+        "/blobs",
+        [Reply(200, json={"id": "expanded-1", "deltas": [{"op": "link", "path": "/children"}]})],
+    )
+
+
+@asynccontextmanager
+async def engine_for(
+    catalog: Catalog,
+    db: AsyncDatabase[dict[str, Any]],
+    downstream: Downstream,
+    *,
+    lease_ms: int = 15_000,
+    worker_id: str | None = None,
+) -> AsyncIterator[Engine]:
+    store = ExecutionStore(db, lease_ms=lease_ms)
+    await store.ensure_indexes()
+    urls = {"STUDIO": downstream.url, "CORE": downstream.url}
+    async with ServiceClients(urls) as clients:
+        yield Engine(catalog, store, clients, worker_id=worker_id)
