@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -42,6 +42,11 @@ class Catalog:
     hashes: Mapping[tuple[Kind, str], str]
     validators: Mapping[str, SchemaValidator]
     active: frozenset[str] = field(default=frozenset())
+    # Registered versions; a catalog read from files has version 1 throughout.
+    versions: Mapping[tuple[Kind, str], int] = field(default_factory=dict)
+
+    def version(self, kind: Kind, item_id: str) -> int:
+        return self.versions.get((kind, item_id), 1)
 
     def match(self, event: Mapping[str, Any], kind: EventKind) -> list[Binding]:
         """The bindings `event` triggers, in execution order."""
@@ -54,12 +59,14 @@ def content_hash(model: BaseModel) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def build_catalog(documents: Iterable[SourceDocument]) -> Catalog:
+def build_catalog(
+    documents: Iterable[SourceDocument], versions: Mapping[tuple[Kind, str], int] | None = None
+) -> Catalog:
     """Validate and compile `documents` as one set; DefinitionError lists every problem."""
     builder = _Builder()
     for document in documents:
         builder.add(document)
-    return builder.finish()
+    return replace(builder.finish(), versions=dict(versions or {}))
 
 
 class _Builder:

@@ -71,7 +71,8 @@ class Engine:
     async def start(self, event: BlobEvent, binding: Binding) -> Execution | None:
         """Create and run the execution of `binding` for `event`; None if it exists already."""
         workflow = self.catalog.workflows[binding.workflow_id]
-        execution = new_execution(event, binding, workflow)
+        version = self.catalog.version("workflow", workflow.id)
+        execution = new_execution(event, binding, workflow, version)
         lease = await self.store.create(execution, owner=self.worker_id)
         if lease is None:
             return None
