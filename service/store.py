@@ -176,6 +176,7 @@ class ExecutionStore:
         """Store the execution's deltas exactly once, with gapless per-blob versions."""
         documents = [_delta_document(execution, index, draft) for index, draft in enumerate(drafts)]
         pending = documents
+        stored_before = False
         for _ in range(MAX_VERSION_RETRIES):
             if not pending:
                 break
@@ -189,26 +190,30 @@ class ExecutionStore:
                 await self.deltas.insert_many(pending, ordered=True)
                 pending = []
             except BulkWriteError as exc:
-                pending = await self._after_conflict(execution, pending, exc)
+                pending, existed = await self._after_conflict(execution, pending, exc)
+                stored_before = stored_before or existed
         else:
             raise BlobflowError(f"could not store deltas for blob {execution.blob_id!r}")
-        stored = self.deltas.find({"execution_id": execution.id}, sort=[("_id", ASCENDING)])
+        if not stored_before:
+            return documents
+        # Some were stored by an earlier attempt: what counts is what is stored.
+        stored = self.deltas.find({"execution_id": execution.id})
         by_id = {document["_id"]: document async for document in stored}
         return [by_id[document["_id"]] for document in documents]
 
     async def _after_conflict(
         self, execution: Execution, pending: list[Document], exc: BulkWriteError
-    ) -> list[Document]:
+    ) -> tuple[list[Document], bool]:
+        """What is left to insert, and whether some of it had been stored before."""
         errors = exc.details.get("writeErrors") or []
         if not errors or errors[0].get("code") != 11000:
             raise exc
-        failed = errors[0]["index"]
-        rest = pending[failed:]
-        if "_id" in (errors[0].get("keyPattern") or {}):
-            # Stored before, by an earlier attempt at this execution: keep what exists.
-            existing = {d["_id"] async for d in self._delta_ids(execution.id)}
-            rest = [document for document in rest if document["_id"] not in existing]
-        return rest
+        rest = pending[errors[0]["index"] :]
+        if "_id" not in (errors[0].get("keyPattern") or {}):
+            return rest, False  # another execution took the version: go again from the new max
+        # Stored before, by an earlier attempt at this execution: keep what exists.
+        existing = {d["_id"] async for d in self._delta_ids(execution.id)}
+        return [document for document in rest if document["_id"] not in existing], True
 
     def _delta_ids(self, execution_id: str) -> Any:
         return self.deltas.find({"execution_id": execution_id}, {"_id": True})

@@ -1,0 +1,161 @@
+"""The MongoDB store: round trips, gapless versions under concurrency, fencing, resume."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.engine import new_execution
+from service.records import StepRecord
+from service.store import ExecutionStore, LeaseLost
+from tests.servers import Downstream, MongoDeployment, Reply
+from tests.support import (
+    binding_of,
+    blob_event,
+    catalog_with,
+    engine_for,
+    example_catalog,
+    script_studio,
+    step,
+)
+
+Db = AsyncDatabase[dict[str, Any]]
+# The blob processing workflow has 4 steps; the budget is steps + 4.
+ROUND_TRIPS_BLOB_PROCESSING = 8
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest_asyncio.fixture
+async def monitored(
+    mongodb: MongoDeployment, mongo_db_name: str
+) -> AsyncIterator[tuple[Db, Commands]]:
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb.url, timeoutMS=10_000, event_listeners=[commands]
+    )
+    try:
+        yield client[mongo_db_name], commands
+    finally:
+        await client.close()
+
+
+@pytest.mark.asyncio
+async def test_round_trips_of_one_blob_processing_execution(
+    monitored: tuple[Db, Commands], downstream: Downstream
+) -> None:
+    db, commands = monitored
+    script_studio(downstream)
+    catalog = example_catalog()
+    async with engine_for(catalog, db, downstream) as engine:
+        commands.names.clear()
+        binding = binding_of(catalog, "blob_processing_workflow")
+        execution = await engine.start(blob_event(), binding)
+
+    assert execution is not None
+    assert execution.status == "completed"
+    # insert, 4 checkpoints, read the blob's latest version, insert deltas, finish.
+    assert commands.names == [
+        "insert",
+        *["update"] * 4,
+        "find",
+        "insert",
+        "update",
+    ]
+    assert len(commands.names) == ROUND_TRIPS_BLOB_PROCESSING
+
+
+@pytest.mark.asyncio
+async def test_concurrent_executions_on_one_blob_get_gapless_versions(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    script_studio(downstream)
+    catalog = example_catalog()
+    binding = binding_of(catalog, "blob_processing_workflow")
+    async with engine_for(catalog, mongo_db, downstream) as engine:
+        runs = [engine.start(blob_event(f"evt-{i}", "same-blob"), binding) for i in range(6)]
+        executions = await asyncio.gather(*runs)
+
+    assert all(e is not None and e.status == "completed" for e in executions)
+    deltas = [d async for d in mongo_db["deltas"].find({"blob_id": "same-blob"})]
+    assert sorted(d["version"] for d in deltas) == list(range(1, 19))
+    by_execution: dict[str, list[int]] = {}
+    for delta in deltas:
+        by_execution.setdefault(delta["execution_id"], []).append(delta["version"])
+    assert len(by_execution) == 6
+
+
+@pytest.mark.asyncio
+async def test_a_stale_owner_cannot_write_after_a_takeover(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    catalog = catalog_with([step("a")])
+    store = ExecutionStore(mongo_db, lease_ms=50)
+    await store.ensure_indexes()
+    execution = new_execution(blob_event(), binding_of(catalog, "wf"), catalog.workflows["wf"])
+    stale = await store.create(execution, owner="worker-a")
+    assert stale is not None
+    await asyncio.sleep(0.1)  # the lease expires on the server's clock
+
+    claimed = await store.claim(execution.id, "worker-b")
+    assert claimed is not None
+    _, fresh = claimed
+    assert fresh.epoch == stale.epoch + 1
+    assert await store.claim(execution.id, "worker-c") is None  # b's lease is live
+
+    with pytest.raises(LeaseLost):
+        await store.checkpoint(stale, execution.with_step(StepRecord("a", status="completed")))
+    await store.checkpoint(fresh, execution)
+
+
+@pytest.mark.asyncio
+async def test_resume_after_deltas_were_stored_does_not_duplicate_them(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    script_studio(downstream)
+    catalog = example_catalog()
+    async with engine_for(catalog, mongo_db, downstream, lease_ms=50) as engine:
+        first = await engine.start(blob_event(), binding_of(catalog, "blob_processing_workflow"))
+        assert first is not None
+        # As if the process died after storing deltas, before writing the end.
+        await mongo_db["executions"].update_one(
+            {"_id": first.id}, {"$set": {"status": "running", "lease.expires_ms": 0}}
+        )
+        calls = len(downstream.requests)
+        resumed = await engine.resume(first.id)
+
+    assert resumed is not None
+    assert resumed.status == "completed"
+    assert len(downstream.requests) == calls  # every step had completed: none called again
+    assert await mongo_db["deltas"].count_documents({}) == 3
+    versions = [d["version"] async for d in mongo_db["deltas"].find({})]
+    assert sorted(versions) == [1, 2, 3]
+
+
+@pytest.mark.asyncio
+async def test_completed_executions_are_never_claimed(mongo_db: Db, downstream: Downstream) -> None:
+    downstream.script("POST", "/a", [Reply(200, json={})])
+    catalog = catalog_with([step("a")])
+    async with engine_for(catalog, mongo_db, downstream, lease_ms=50) as engine:
+        execution = await engine.start(blob_event(), binding_of(catalog, "wf"))
+        assert execution is not None
+        await asyncio.sleep(0.1)
+        assert await engine.resume(execution.id) is None
