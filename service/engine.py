@@ -8,6 +8,8 @@ lease expired, at the first step that had not settled.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,8 +22,10 @@ from service.events import BlobEvent
 from service.executor import Executor
 from service.records import Execution, LogLine, StepRecord, event_execution_id
 from service.step_calls import Caller
-from service.store import ExecutionStore, Lease
+from service.store import ExecutionStore, Lease, LeaseLost
 from service.triggers import Binding
+
+logger = logging.getLogger(__name__)
 
 
 class LeasedPersistence:
@@ -69,7 +73,10 @@ class Engine:
         self._tokens: dict[str, CancelToken] = {}
 
     async def start(self, event: BlobEvent, binding: Binding) -> Execution | None:
-        """Create and run the execution of `binding` for `event`; None if it exists already."""
+        """Create and run the execution of `binding` for `event`.
+
+        None when it exists already, or when another worker took it over.
+        """
         workflow = self.catalog.workflows[binding.workflow_id]
         version = self.catalog.version("workflow", workflow.id)
         execution = new_execution(event, binding, workflow, version)
@@ -79,7 +86,10 @@ class Engine:
         return await self._run(workflow, execution, lease)
 
     async def resume(self, execution_id: str) -> Execution | None:
-        """Take over `execution_id` if it is pending or its lease expired, and run it."""
+        """Take over `execution_id` if it is pending or its lease expired, and run it.
+
+        None when it is not claimable, or when another worker took it over.
+        """
         claimed = await self.store.claim(execution_id, self.worker_id)
         if claimed is None:
             return None
@@ -100,7 +110,7 @@ class Engine:
 
     async def _run(
         self, workflow: CompiledWorkflow, execution: Execution, lease: Lease
-    ) -> Execution:
+    ) -> Execution | None:
         token = self._tokens.setdefault(execution.id, CancelToken())
         spec = workflow.spec
         executor = Executor(
@@ -112,7 +122,25 @@ class Engine:
             input_schema=self.catalog.validators.get(spec.input_schema_id or ""),
             output_schema=self.catalog.validators.get(spec.output_schema_id or ""),
         )
+        result: Execution | None = None
         try:
-            return await executor.run()
+            async with asyncio.TaskGroup() as group:
+                heartbeat = group.create_task(self._heartbeat(lease))
+                try:
+                    result = await executor.run()
+                finally:
+                    heartbeat.cancel()
+        except* LeaseLost:
+            # Another worker took this execution over; it carries on from the
+            # last checkpoint, so this one stops without compensating.
+            logger.warning("lost the lease of execution %s; stopped", execution.id)
         finally:
             self._tokens.pop(execution.id, None)
+        return result
+
+    async def _heartbeat(self, lease: Lease) -> None:
+        """Keep the lease while a long step runs; checkpoints renew it too."""
+        interval_s = self.store.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.store.renew(lease)

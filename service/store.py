@@ -123,9 +123,12 @@ class ExecutionStore:
 
     async def claim(self, execution_id: str, owner: str) -> tuple[Execution, Lease] | None:
         """Take a pending execution, or a running one whose lease expired."""
-        expired = {"$expr": {"$lt": [{"$toLong": "$lease.expires_ms"}, _NOW_MS]}}
+        # A pending execution has no lease, so $ifNull makes it claimable. One
+        # top-level $expr rather than $or: SecantusDB matches an $expr inside
+        # $or even when it is false.
+        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
         claimed = await self.executions.find_one_and_update(
-            {"_id": execution_id, "$or": [{"status": "pending"}, {"status": "running", **expired}]},
+            {"_id": execution_id, "status": {"$in": ["pending", "running"]}, "$expr": expired},
             [
                 {
                     "$set": {
@@ -159,6 +162,13 @@ class ExecutionStore:
         result = await self.executions.update_one(lease.fence, [{"$set": fields}])
         if result.matched_count == 0:
             raise LeaseLost(f"execution {execution.id} is no longer owned by {lease.owner}")
+
+    async def renew(self, lease: Lease) -> None:
+        """Extend the lease of a running execution; fenced like every write."""
+        renewed = {"$set": {"lease.expires_ms": {"$add": [_NOW_MS, self.lease_ms]}}}
+        result = await self.executions.update_one(lease.fence, [renewed])
+        if result.matched_count == 0:
+            raise LeaseLost(f"execution {lease.execution_id} is no longer owned by {lease.owner}")
 
     async def get(self, execution_id: str) -> Execution | None:
         document = await self.executions.find_one({"_id": execution_id}, {"logs": False})

@@ -159,3 +159,46 @@ async def test_completed_executions_are_never_claimed(mongo_db: Db, downstream: 
         assert execution is not None
         await asyncio.sleep(0.1)
         assert await engine.resume(execution.id) is None
+
+
+@pytest.mark.asyncio
+async def test_a_step_longer_than_the_lease_keeps_its_lease(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    downstream.script("POST", "/slow", [Reply(200, json={}, delay_s=1.0)])
+    catalog = catalog_with([step("slow")])
+    async with engine_for(catalog, mongo_db, downstream, lease_ms=300) as engine:
+        run = asyncio.ensure_future(engine.start(blob_event(), binding_of(catalog, "wf")))
+        await downstream.wait_for_calls("POST", "/slow", count=1, timeout_s=5)
+        execution_id = next(iter(engine.running))
+        await asyncio.sleep(0.6)  # twice the lease: only the heartbeat keeps it
+        assert await engine.store.claim(execution_id, "thief") is None
+        execution = await run
+
+    assert execution is not None
+    assert execution.status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_a_worker_that_lost_its_lease_stops_without_compensating(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    undo = {"service": "studio", "endpoint": "/undo"}
+    downstream.script("POST", "/a", [Reply(200, json={})])
+    downstream.script("POST", "/hang", [Reply(200, json={}, delay_s=1.0)])
+    catalog = catalog_with([step("a", compensation=undo), step("hang")])
+    async with engine_for(catalog, mongo_db, downstream, lease_ms=30_000) as engine:
+        run = asyncio.ensure_future(engine.start(blob_event(), binding_of(catalog, "wf")))
+        await downstream.wait_for_calls("POST", "/hang", count=1, timeout_s=5)
+        execution_id = next(iter(engine.running))
+        # Another worker takes over (as if this one had been paused past its lease).
+        await mongo_db["executions"].update_one(
+            {"_id": execution_id}, {"$set": {"lease.owner": "other", "lease.epoch": 99}}
+        )
+        assert await run is None
+
+    document = await mongo_db["executions"].find_one({"_id": execution_id})
+    assert document is not None
+    assert document["status"] == "running"
+    assert [s["status"] for s in document["steps"]] == ["completed", "pending"]
+    assert downstream.calls("POST", "/undo") == []
