@@ -8,6 +8,7 @@ Each item gets a content hash so registration can tell "same" from "changed".
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -55,7 +56,11 @@ class Catalog:
 
 def content_hash(model: BaseModel) -> str:
     """A hash of the normalised content: defaults spelled out or left out hash alike."""
-    canonical = orjson.dumps(model.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    data = model.model_dump(mode="json")
+    try:
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()
 
 
