@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 Kind = Literal["schema", "workflow", "provider"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -36,6 +36,7 @@ def _version_text(value: Any) -> Any:
 
 
 Method = Annotated[HttpMethod, BeforeValidator(_upper)]
+Endpoint = Annotated[str, AfterValidator(lambda value: check_endpoint(value))]
 
 
 class _Document(BaseModel):
@@ -49,14 +50,9 @@ class RetryPolicy(_Document):
 
 class Compensation(_Document):
     service: ServiceName
-    endpoint: str
+    endpoint: Endpoint
     method: Method = "POST"
     input_map: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_endpoint(value)
 
 
 class Step(_Document):
@@ -64,7 +60,7 @@ class Step(_Document):
     name: str | None = None
     type: Literal["api_call"] = "api_call"
     service: ServiceName
-    endpoint: str
+    endpoint: Endpoint
     method: Method = "POST"
     input_map: dict[str, Any] = Field(default_factory=dict)
     output_map: Any = None
@@ -74,11 +70,6 @@ class Step(_Document):
     timeout_seconds: float = Field(30, gt=0, le=3600)
     on_failure: Literal["fail", "continue"] = "fail"
     compensation: Compensation | None = None
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_endpoint(value)
 
 
 class Workflow(_Document):

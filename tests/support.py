@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from pymongo import monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.catalog import Catalog, build_catalog
@@ -112,3 +113,19 @@ async def engine_for(
     urls = {"STUDIO": downstream.url, "CORE": downstream.url}
     async with ServiceClients(urls) as clients:
         yield Engine(catalog, store, clients, worker_id=worker_id)
+
+
+class CommandLog(monitoring.CommandListener):
+    """Records the name of every command a client sends: round trips, counted."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.definitions import Kind
@@ -16,6 +16,7 @@ from service.errors import DefinitionError
 from service.registry import DefinitionStore, ItemResult
 from service.sources import SourceDocument, read_paths
 from tests.servers import MongoDeployment
+from tests.support import CommandLog
 
 ROOT = Path(__file__).resolve().parent.parent
 Db = AsyncDatabase[dict[str, Any]]
@@ -258,20 +259,6 @@ async def test_concurrent_identical_bundles_register_once(mongo_db: Db) -> None:
     assert await _count(mongo_db) == 6
 
 
-class _Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 @pytest.mark.asyncio
 async def test_catalog_is_one_round_trip(mongo_db: Db, mongodb: MongoDeployment) -> None:
     store = await _registered(mongo_db)
@@ -281,7 +268,7 @@ async def test_catalog_is_one_round_trip(mongo_db: Db, mongodb: MongoDeployment)
     await store.register(
         [SourceDocument("schema", f"s{n}", {**schema, "id": f"extra_{n}"}) for n in range(150)]
     )
-    commands = _Commands()
+    commands = CommandLog()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongodb.url, event_listeners=[commands], timeoutMS=10000
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.engine import new_execution
@@ -16,6 +16,7 @@ from service.records import StepRecord
 from service.store import ExecutionStore, LeaseLost
 from tests.servers import Downstream, MongoDeployment, Reply
 from tests.support import (
+    CommandLog,
     binding_of,
     blob_event,
     catalog_with,
@@ -30,25 +31,11 @@ Db = AsyncDatabase[dict[str, Any]]
 ROUND_TRIPS_BLOB_PROCESSING = 8
 
 
-class Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 @pytest_asyncio.fixture
 async def monitored(
     mongodb: MongoDeployment, mongo_db_name: str
-) -> AsyncIterator[tuple[Db, Commands]]:
-    commands = Commands()
+) -> AsyncIterator[tuple[Db, CommandLog]]:
+    commands = CommandLog()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongodb.url, timeoutMS=10_000, event_listeners=[commands]
     )
@@ -60,7 +47,7 @@ async def monitored(
 
 @pytest.mark.asyncio
 async def test_round_trips_of_one_blob_processing_execution(
-    monitored: tuple[Db, Commands], downstream: Downstream
+    monitored: tuple[Db, CommandLog], downstream: Downstream
 ) -> None:
     db, commands = monitored
     script_studio(downstream)
