@@ -19,7 +19,7 @@ from service.catalog import Catalog
 from service.compiler import CompiledWorkflow
 from service.deltas import DeltaDraft
 from service.events import BlobEvent
-from service.executor import Executor
+from service.executor import DeltaSink, Executor
 from service.records import Execution, LogLine, StepRecord, event_execution_id
 from service.step_calls import Caller
 from service.store import ExecutionStore, Lease, LeaseLost
@@ -64,8 +64,14 @@ def new_execution(
 
 class Engine:
     def __init__(
-        self, catalog: Catalog, store: ExecutionStore, caller: Caller, worker_id: str | None = None
+        self,
+        catalog: Catalog,
+        store: ExecutionStore,
+        caller: Caller,
+        worker_id: str | None = None,
+        sink: DeltaSink | None = None,
     ) -> None:
+        self.sink = sink
         self.catalog = catalog
         self.store = store
         self.caller = caller
@@ -121,6 +127,7 @@ class Engine:
             token=token,
             input_schema=self.catalog.validators.get(spec.input_schema_id or ""),
             output_schema=self.catalog.validators.get(spec.output_schema_id or ""),
+            sink=self.sink,
         )
         result: Execution | None = None
         try:

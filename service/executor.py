@@ -9,7 +9,7 @@ the executor is tested against real servers and in-memory stand-ins alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
@@ -33,6 +33,10 @@ class Persistence(Protocol):
     ) -> Sequence[dict[str, Any]]: ...
 
 
+class DeltaSink(Protocol):
+    async def publish(self, deltas: Sequence[Mapping[str, Any]]) -> bool: ...
+
+
 class Executor:
     """Runs `execution` of `workflow` to a terminal status, checkpointing as it goes."""
 
@@ -46,6 +50,7 @@ class Executor:
         token: CancelToken | None = None,
         input_schema: SchemaValidator | None = None,
         output_schema: SchemaValidator | None = None,
+        sink: DeltaSink | None = None,
     ) -> None:
         self.workflow = workflow
         self.execution = execution
@@ -54,6 +59,7 @@ class Executor:
         self.token = token or CancelToken()
         self.input_schema = input_schema
         self.output_schema = output_schema
+        self.sink = sink
         self.deltas: Sequence[dict[str, Any]] = ()
         self._logs: list[LogLine] = []
 
@@ -158,7 +164,12 @@ class Executor:
         except DeltaError as exc:
             return await self._end("failed", f"output gives no valid deltas: {exc}")
         self.deltas = await self.persistence.store_deltas(self.execution, drafts)
-        self.execution = replace(self.execution, output=output)
+        # Published before the final write, which records the outcome: no
+        # extra round trip, and a crash in between republishes on resume.
+        published = not self.deltas or (
+            self.sink is not None and await self.sink.publish(self.deltas)
+        )
+        self.execution = replace(self.execution, output=output, deltas_published=published)
         self.log("info", f"execution completed with {len(self.deltas)} deltas")
         return await self._finish("completed", None)
 

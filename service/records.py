@@ -90,6 +90,8 @@ class Execution:
     cancelled_at: datetime | None = None
     decisions: tuple[Decision, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict)
+    # False while stored deltas still await their events on NATS.
+    deltas_published: bool = False
 
     @property
     def progress(self) -> dict[str, int]:
@@ -156,6 +158,7 @@ def mutable_fields(execution: Execution) -> dict[str, Any]:
         ],
         "vars": dict(execution.vars),
         "progress": execution.progress,
+        "deltas_published": execution.deltas_published,
     }
 
 
@@ -180,6 +183,7 @@ def from_document(document: Mapping[str, Any]) -> Execution:
         cancelled_at=_utc(document.get("cancelled_at")),
         decisions=tuple(Decision(**d) for d in document.get("decisions", ())),
         vars=document.get("vars") or {},
+        deltas_published=document.get("deltas_published", False),
     )
 
 

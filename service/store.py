@@ -14,7 +14,7 @@ race leaves no gap; the loser of a race re-reads the maximum and goes on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,11 @@ class ExecutionStore:
                     [("provider_id", ASCENDING), ("created_at", DESCENDING)], name="provider"
                 ),
                 IndexModel([("blob_id", ASCENDING), ("created_at", DESCENDING)], name="blob"),
+                IndexModel(
+                    [("completed_at", ASCENDING)],
+                    partialFilterExpression={"status": "completed", "deltas_published": False},
+                    name="unpublished",
+                ),
             ]
         )
         await self.deltas.create_indexes(
@@ -97,11 +102,6 @@ class ExecutionStore:
                     name="blob_version",
                 ),
                 IndexModel([("execution_id", ASCENDING)], name="execution"),
-                IndexModel(
-                    [("published", ASCENDING), ("timestamp", ASCENDING)],
-                    partialFilterExpression={"published": False},
-                    name="unpublished",
-                ),
             ]
         )
 
@@ -228,16 +228,24 @@ class ExecutionStore:
     def _delta_ids(self, execution_id: str) -> Any:
         return self.deltas.find({"execution_id": execution_id}, {"_id": True})
 
-    async def unpublished_deltas(self, limit: int = 100) -> list[Document]:
-        cursor = self.deltas.find(
-            {"published": False}, sort=[("timestamp", ASCENDING)], limit=limit
+    async def unpublished(self, limit: int = 100) -> list[Execution]:
+        """Completed executions whose delta events were not all published."""
+        cursor = self.executions.find(
+            {"status": "completed", "deltas_published": False},
+            {"logs": False},
+            sort=[("completed_at", ASCENDING)],
+            limit=limit,
         )
+        return [from_document(document) async for document in cursor]
+
+    async def deltas_of(self, execution_id: str) -> list[Document]:
+        cursor = self.deltas.find({"execution_id": execution_id}, sort=[("version", ASCENDING)])
         return [document async for document in cursor]
 
-    async def mark_published(self, delta_ids: Iterable[str]) -> None:
-        ids = list(delta_ids)
-        if ids:
-            await self.deltas.update_many({"_id": {"$in": ids}}, {"$set": {"published": True}})
+    async def mark_published(self, execution_id: str) -> None:
+        await self.executions.update_one(
+            {"_id": execution_id}, {"$set": {"deltas_published": True}}
+        )
 
 
 def _delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Document:
@@ -255,5 +263,4 @@ def _delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Docu
         "old_value": draft.old_value,
         "version": 0,
         "timestamp": now(),
-        "published": False,
     }
