@@ -115,3 +115,17 @@ class HttpCallError(BlobflowError):
         self.reason = reason
         self.retryable = reason in _RETRYABLE_HTTP_REASONS if retryable is None else retryable
         super().__init__(message)
+
+
+class StreamSetupError(BlobflowError):
+    """A JetStream stream or consumer that blobflow cannot create or adopt as it is.
+
+    The message names the stream or consumer, what differs, and what the operator can do.
+    """
+
+
+class EmbeddedServerError(BlobflowError, RuntimeError):
+    """An embedded server (`blobflow dev`, tests) is not installed or did not become ready.
+
+    The message says which server and why; for a failed start it ends with its log's tail.
+    """
