@@ -58,16 +58,19 @@ class BlobEvent:
 
 
 def decode_event(
-    payload: bytes, subject: str | None = None, max_bytes: int = MAX_EVENT_BYTES
+    payload: bytes,
+    subject: str | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    kinds: Mapping[str, EventKind] = SUBJECT_KINDS,
 ) -> BlobEvent:
-    """Decode raw message bytes into a checked event."""
+    """Decode raw message bytes into a checked event; `kinds` maps subjects to event kinds."""
     if len(payload) > max_bytes:
         raise EventError("too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
     try:
         data = loads(payload)
     except ValueError as exc:
         raise EventError("invalid_json", str(exc)) from None
-    subject_kind = SUBJECT_KINDS.get(subject) if subject else None
+    subject_kind = kinds.get(subject) if subject else None
     return check_event(data, subject_kind)
 
 

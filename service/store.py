@@ -121,6 +121,31 @@ class ExecutionStore:
             return None
         return lease
 
+    async def create_many(self, executions: Sequence[Execution], owner: str) -> list[Lease]:
+        """Insert executions leased to `owner`, in one round trip; skip those that exist.
+
+        They stay pending, so the API shows them queued, but other workers
+        leave them alone until the lease runs out.
+        """
+        if not executions:
+            return []
+        expires_ms = int(now().timestamp() * 1000) + self.lease_ms
+        documents = []
+        for execution in executions:
+            document = to_document(execution)
+            document["logs"] = []
+            document["lease"] = {"owner": owner, "epoch": 1, "expires_ms": expires_ms}
+            documents.append(document)
+        existing: set[str] = set()
+        try:
+            await self.executions.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if any(error.get("code") != 11000 for error in errors):
+                raise
+            existing = {documents[error["index"]]["_id"] for error in errors}
+        return [Lease(e.id, owner, 1) for e in executions if e.id not in existing]
+
     async def claim(self, execution_id: str, owner: str) -> tuple[Execution, Lease] | None:
         """Take a pending execution, or a running one whose lease expired."""
         # A pending execution has no lease, so $ifNull makes it claimable. One

@@ -1,0 +1,139 @@
+"""Intake on a real JetStream and MongoDB-wire server: executions, dedupe, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.intake import Intake
+from service.records import Execution
+from service.store import ExecutionStore, Lease
+from service.streams import StreamNames, ensure_consumer, ensure_streams
+from tests.support import example_catalog
+
+Db = AsyncDatabase[dict[str, Any]]
+CHAPTER = {
+    "event_id": "evt-1",
+    "blob_id": "blob-1",
+    "user_id": "user-1",
+    "metadata": {"type": "chapter"},
+    "content": "It rained.",
+}
+
+
+class Dispatched:
+    def __init__(self) -> None:
+        self.leased: list[tuple[Execution, Lease]] = []
+
+    def __call__(self, leased: Sequence[tuple[Execution, Lease]]) -> None:
+        self.leased.extend(leased)
+
+
+async def _intake(
+    nats_client: NatsClient, mongo_db: Db, prefix: str
+) -> tuple[Intake, JetStreamContext, StreamNames, Dispatched]:
+    names = StreamNames.prefixed(prefix)
+    js = nats_client.jetstream()
+    await ensure_streams(js, names)
+    await ensure_consumer(js, names, ack_wait_s=30, max_ack_pending=100)
+    store = ExecutionStore(mongo_db)
+    await store.ensure_indexes()
+    catalog = example_catalog()
+    dispatched = Dispatched()
+    intake = Intake(
+        js=js,
+        names=names,
+        catalog=lambda: catalog,
+        store=store,
+        worker_id="w1",
+        dispatch=dispatched,
+        max_event_bytes=64 * 1024,
+    )
+    return intake, js, names, dispatched
+
+
+async def _drain(intake: Intake, js: JetStreamContext, names: StreamNames, count: int) -> list[str]:
+    subscription = await js.pull_subscribe("", durable=names.consumer, stream=names.blobs)
+    outcomes: list[str] = []
+    while len(outcomes) < count:
+        for msg in await subscription.fetch(count - len(outcomes), timeout=5):
+            outcomes.append((await intake.process(msg)).reason)
+    return outcomes
+
+
+@pytest.mark.asyncio
+async def test_an_event_becomes_leased_executions_once(
+    nats_client: NatsClient, mongo_db: Db, stream_prefix: str
+) -> None:
+    intake, js, names, dispatched = await _intake(nats_client, mongo_db, stream_prefix)
+    for _ in range(3):  # a producer retrying the same event
+        await js.publish(names.created_subject, orjson.dumps(CHAPTER))
+
+    outcomes = await _drain(intake, js, names, 3)
+
+    assert outcomes == [
+        "2 new of 2 executions",
+        "0 new of 2 executions",
+        "0 new of 2 executions",
+    ]
+    assert [(e.workflow_id, e.priority) for e, _ in dispatched.leased] == [
+        ("book_chapter_expansion", 10),
+        ("blob_processing_workflow", 0),
+    ]
+    documents = [d async for d in mongo_db["executions"].find({})]
+    assert len(documents) == 2
+    assert {d["status"] for d in documents} == {"pending"}
+    assert {d["lease"]["owner"] for d in documents} == {"w1"}
+    info = await js.consumer_info(names.blobs, names.consumer)
+    assert info.num_ack_pending == 0
+    assert info.num_pending == 0
+
+
+BAD_MESSAGES: list[tuple[str, bytes, str]] = [
+    ("not-json", b"{nope", "invalid_json"),
+    ("invalid-utf8", b'{"event_id": "\xff"}', "invalid_json"),
+    ("array", b"[1, 2]", "not_an_object"),
+    ("string", b'"hello"', "not_an_object"),
+    ("missing-event-id", orjson.dumps({"blob_id": "b", "user_id": "u"}), "missing_field"),
+    ("missing-user", orjson.dumps({"event_id": "e", "blob_id": "b"}), "missing_field"),
+    ("wrong-type", orjson.dumps({**CHAPTER, "blob_id": 7}), "invalid_field"),
+    ("subject-mismatch", orjson.dumps({**CHAPTER, "event": "onUpdate"}), "event_mismatch"),
+    ("too-large", orjson.dumps({**CHAPTER, "content": "x" * 70_000}), "too_large"),
+    ("deep-nesting", b'{"a":' * 2000 + b"1" + b"}" * 2000, "invalid_json"),
+    ("bad-metadata", orjson.dumps({**CHAPTER, "metadata": [1]}), "invalid_field"),
+]
+
+
+@pytest.mark.asyncio
+async def test_bad_messages_are_dead_lettered_and_the_next_event_still_runs(
+    nats_client: NatsClient, mongo_db: Db, stream_prefix: str
+) -> None:
+    intake, js, names, dispatched = await _intake(nats_client, mongo_db, stream_prefix)
+    for _, payload, _ in BAD_MESSAGES:
+        await js.publish(names.created_subject, payload, headers={"X-Trace": "t1"})
+    await js.publish(names.created_subject, orjson.dumps(CHAPTER))
+
+    outcomes = await _drain(intake, js, names, len(BAD_MESSAGES) + 1)
+
+    assert outcomes[-1] == "2 new of 2 executions"
+    assert len(dispatched.leased) == 2
+    letters = []
+    for sequence in range(1, len(BAD_MESSAGES) + 1):
+        message = await js.get_msg(names.dlq, sequence)
+        letters.append(orjson.loads(message.data or b"{}"))
+    assert [letter["reason"] for letter in letters] == [reason for _, _, reason in BAD_MESSAGES]
+    assert [letter["stream_sequence"] for letter in letters] == list(
+        range(1, len(BAD_MESSAGES) + 1)
+    )
+    assert letters[0]["payload"] == "{nope"
+    assert letters[0]["subject"] == names.created_subject
+    assert letters[0]["headers"]["X-Trace"] == "t1"
+    assert letters[1]["payload_encoding"] == "base64"
+    info = await js.consumer_info(names.blobs, names.consumer)
+    assert info.num_ack_pending == 0
