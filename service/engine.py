@@ -102,6 +102,14 @@ class Engine:
         execution, lease = claimed
         return await self._run(self.catalog.workflows[execution.workflow_id], execution, lease)
 
+    async def run_leased(self, execution: Execution, lease: Lease) -> Execution | None:
+        """Run an execution this worker created leased to itself (see `store.create_many`)."""
+        workflow = self.catalog.workflows.get(execution.workflow_id)
+        if workflow is None:
+            logger.error("workflow %s of execution %s is gone", execution.workflow_id, execution.id)
+            return None
+        return await self._run(workflow, execution, lease)
+
     def cancel(self, execution_id: str) -> bool:
         """Ask a run in this process to stop; False when it does not run here."""
         token = self._tokens.get(execution_id)

@@ -87,6 +87,7 @@ class ExecutionStore:
                     [("provider_id", ASCENDING), ("created_at", DESCENDING)], name="provider"
                 ),
                 IndexModel([("blob_id", ASCENDING), ("created_at", DESCENDING)], name="blob"),
+                IndexModel([("status", ASCENDING), ("lease.expires_ms", ASCENDING)], name="lease"),
                 IndexModel(
                     [("completed_at", ASCENDING)],
                     partialFilterExpression={"status": "completed", "deltas_published": False},
@@ -173,6 +174,20 @@ class ExecutionStore:
         if claimed is None:
             return None
         return from_document(claimed), Lease(execution_id, owner, claimed["lease"]["epoch"])
+
+    async def claimable(self, limit: int = 100) -> list[tuple[str, int]]:
+        """(id, priority) of executions no live worker holds, highest priority first.
+
+        Read on this worker's clock; `claim` decides on the server's.
+        """
+        expired = {"$lt": int(now().timestamp() * 1000)}
+        cursor = self.executions.find(
+            {"status": {"$in": ["pending", "running"]}, "lease.expires_ms": expired},
+            {"priority": True},
+            sort=[("priority", DESCENDING)],
+            limit=limit,
+        )
+        return [(document["_id"], document.get("priority", 0)) async for document in cursor]
 
     async def checkpoint(
         self, lease: Lease, execution: Execution, logs: Sequence[LogLine] = ()

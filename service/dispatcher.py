@@ -1,0 +1,116 @@
+"""Running executions with bounded concurrency, highest priority first.
+
+Intake hands over executions it leased to this worker; recovery hands over
+ids of executions nobody holds, to be claimed first. A fixed number of
+workers take the highest priority item next; one execution failing never
+affects another. An item that waited longer than half its lease has its
+lease renewed first, so work another replica took over is not run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from service.engine import Engine
+from service.records import Execution
+from service.store import Lease, LeaseLost
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(order=True, slots=True)
+class _Item:
+    rank: tuple[int, int]  # (-priority, arrival): the heap's order
+    execution_id: str = field(compare=False)
+    execution: Execution | None = field(compare=False, default=None)
+    lease: Lease | None = field(compare=False, default=None)
+    queued_at: float = field(compare=False, default_factory=time.monotonic)
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, *, concurrency: int, lease_ms: int) -> None:
+        self.engine = engine
+        self.concurrency = concurrency
+        self.lease_s = lease_ms / 1000
+        self._queue: asyncio.PriorityQueue[_Item] = asyncio.PriorityQueue()
+        self._arrivals = itertools.count()
+        self._known: set[str] = set()
+        self._busy = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    @property
+    def backlog(self) -> int:
+        """Executions queued or running here."""
+        return len(self._known)
+
+    def submit(self, leased: Sequence[tuple[Execution, Lease]]) -> None:
+        for execution, lease in leased:
+            self._put(_Item(self._rank(execution.priority), execution.id, execution, lease))
+
+    def submit_claim(self, execution_id: str, priority: int) -> None:
+        """Queue an execution that must be claimed before it runs."""
+        self._put(_Item(self._rank(priority), execution_id))
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Return once the backlog is under `limit`: backpressure for intake."""
+        while self.backlog >= limit:
+            self._room.clear()
+            await self._room.wait()
+
+    async def run(self) -> None:
+        """Work until cancelled; a cancelled worker leaves its execution to its lease."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.concurrency):
+                group.create_task(self._work())
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing runs or the timeout passes; True when idle."""
+        deadline = time.monotonic() + timeout_s
+        while self._busy and time.monotonic() < deadline:
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        return self._busy == 0
+
+    def _rank(self, priority: int) -> tuple[int, int]:
+        return (-priority, next(self._arrivals))
+
+    def _put(self, item: _Item) -> None:
+        if item.execution_id in self._known:
+            return  # already queued or running here
+        self._known.add(item.execution_id)
+        self._queue.put_nowait(item)
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            self._busy += 1
+            try:
+                await self._execute(item)
+            except Exception:
+                logger.exception("execution %s failed unexpectedly", item.execution_id)
+            finally:
+                self._busy -= 1
+                self._known.discard(item.execution_id)
+                self._room.set()
+
+    async def _execute(self, item: _Item) -> None:
+        if item.execution is None or item.lease is None:
+            await self.engine.resume(item.execution_id)
+            return
+        if time.monotonic() - item.queued_at >= self.lease_s / 2:
+            try:
+                # Fenced by owner and epoch: succeeds only if nobody claimed it.
+                await self.engine.store.renew(item.lease)
+            except LeaseLost:
+                logger.info("execution %s was taken over while queued", item.execution_id)
+                return
+        await self.engine.run_leased(item.execution, item.lease)
