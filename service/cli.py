@@ -6,17 +6,23 @@ Exit codes: 0 success, 1 the input was invalid, 2 the command was used wrongly.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from service.catalog import Catalog, build_catalog
-from service.errors import DefinitionError
+from service.errors import ConfigError, DefinitionError
 from service.events import EventError, check_event
 from service.sources import read_paths
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -43,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     match.add_argument("--definitions", type=Path, help="definitions folder")
     match.add_argument("--json", action="store_true", help="print a JSON list")
     match.set_defaults(run=_match)
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -106,3 +115,33 @@ def _match(args: argparse.Namespace) -> int:
         for b in bindings:
             print(f"{b.priority} {b.provider_id} {b.workflow_id}")
     return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: validate and match need no network libraries.
+    from service import logs
+    from service.config import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"blobflow serve: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(_serve_until_signalled(settings))
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+
+
+async def _serve_until_signalled(settings: Settings) -> int:
+    from service import app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return await app.run(settings, stop)

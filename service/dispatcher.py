@@ -80,6 +80,16 @@ class Dispatcher:
                 break
         return self._busy == 0
 
+    def take_queued(self) -> list[Lease]:
+        """Empty the queue, returning the leases of what had not started (to hand back)."""
+        leases = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            self._known.discard(item.execution_id)
+            if item.lease is not None:
+                leases.append(item.lease)
+        return leases
+
     def _rank(self, priority: int) -> tuple[int, int]:
         return (-priority, next(self._arrivals))
 

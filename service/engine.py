@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from service.cancellation import CancelToken
 from service.catalog import Catalog
@@ -20,12 +20,19 @@ from service.compiler import CompiledWorkflow
 from service.deltas import DeltaDraft
 from service.events import BlobEvent
 from service.executor import DeltaSink, Executor
+from service.logs import bound
 from service.records import Execution, LogLine, StepRecord, event_execution_id
 from service.step_calls import Caller
 from service.store import ExecutionStore, Lease, LeaseLost
 from service.triggers import Binding
 
 logger = logging.getLogger(__name__)
+
+
+class WorkflowVersions(Protocol):
+    async def compiled_workflow(
+        self, workflow_id: str, version: int
+    ) -> CompiledWorkflow | None: ...
 
 
 class LeasedPersistence:
@@ -70,8 +77,10 @@ class Engine:
         caller: Caller,
         worker_id: str | None = None,
         sink: DeltaSink | None = None,
+        versions: WorkflowVersions | None = None,
     ) -> None:
         self.sink = sink
+        self.versions = versions
         self.catalog = catalog
         self.store = store
         self.caller = caller
@@ -100,15 +109,31 @@ class Engine:
         if claimed is None:
             return None
         execution, lease = claimed
-        return await self._run(self.catalog.workflows[execution.workflow_id], execution, lease)
+        workflow = await self._workflow_for(execution)
+        if workflow is None:
+            return None
+        return await self._run(workflow, execution, lease)
 
     async def run_leased(self, execution: Execution, lease: Lease) -> Execution | None:
         """Run an execution this worker created leased to itself (see `store.create_many`)."""
-        workflow = self.catalog.workflows.get(execution.workflow_id)
+        workflow = await self._workflow_for(execution)
         if workflow is None:
-            logger.error("workflow %s of execution %s is gone", execution.workflow_id, execution.id)
             return None
         return await self._run(workflow, execution, lease)
+
+    async def _workflow_for(self, execution: Execution) -> CompiledWorkflow | None:
+        """The workflow version the execution started on: runs finish on their version."""
+        workflow_id, version = execution.workflow_id, execution.workflow_version
+        workflow = self.catalog.workflows.get(workflow_id)
+        if workflow is not None and self.catalog.version("workflow", workflow_id) == version:
+            return workflow
+        if self.versions is not None:
+            workflow = await self.versions.compiled_workflow(workflow_id, version)
+        if workflow is None:
+            logger.error(
+                "workflow %s v%d of execution %s is gone", workflow_id, version, execution.id
+            )
+        return workflow
 
     def cancel(self, execution_id: str) -> bool:
         """Ask a run in this process to stop; False when it does not run here."""
@@ -123,6 +148,16 @@ class Engine:
         return self._tokens
 
     async def _run(
+        self, workflow: CompiledWorkflow, execution: Execution, lease: Lease
+    ) -> Execution | None:
+        with bound(
+            execution_id=execution.id,
+            workflow_id=execution.workflow_id,
+            event_id=execution.event_id,
+        ):
+            return await self._run_bound(workflow, execution, lease)
+
+    async def _run_bound(
         self, workflow: CompiledWorkflow, execution: Execution, lease: Lease
     ) -> Execution | None:
         token = self._tokens.setdefault(execution.id, CancelToken())

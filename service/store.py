@@ -210,6 +210,11 @@ class ExecutionStore:
         if result.matched_count == 0:
             raise LeaseLost(f"execution {lease.execution_id} is no longer owned by {lease.owner}")
 
+    async def release(self, leases: Sequence[Lease]) -> None:
+        """Hand executions back at once, for any worker to claim (fenced)."""
+        for lease in leases:
+            await self.executions.update_one(lease.fence, {"$set": {"lease.expires_ms": 0}})
+
     async def get(self, execution_id: str) -> Execution | None:
         document = await self.executions.find_one({"_id": execution_id}, {"logs": False})
         return None if document is None else from_document(document)

@@ -1,0 +1,240 @@
+"""The service: every part entered in one place, unwound in reverse.
+
+Start: connect NATS and MongoDB, make sure streams, consumer and indexes
+exist, register the definitions folder, then run intake, the dispatcher and
+recovery side by side. Stop (SIGTERM, SIGINT, or NATS gone for good): stop
+fetching, let running executions finish up to the drain timeout (the rest
+keep their checkpoints and are resumed by whoever claims them), then close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from aiohttp import web
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from pymongo import AsyncMongoClient
+
+from service.config import Settings
+from service.consumer import Consumer
+from service.dispatcher import Dispatcher
+from service.engine import Engine
+from service.errors import DefinitionError
+from service.health import health_routes
+from service.http_client import ServiceClients
+from service.intake import Intake
+from service.publisher import DeltaPublisher
+from service.recovery import recover_forever
+from service.registration import CHANGED_SUBJECT, RegistrationResponder
+from service.registry import DefinitionStore
+from service.sources import KIND_FOLDERS, read_paths
+from service.store import ExecutionStore
+from service.streams import StreamNames, ensure_consumer, ensure_streams
+
+logger = logging.getLogger(__name__)
+ACK_WAIT_S = 30.0
+DRAIN_TIMEOUT_S = 20.0
+MONGODB_TIMEOUT_MS = 10_000
+
+
+@dataclass(slots=True)
+class Service:
+    """The running parts, for the HTTP API and for tests."""
+
+    settings: Settings
+    nc: NatsClient
+    mongo: AsyncMongoClient[dict[str, Any]]
+    definitions: DefinitionStore
+    store: ExecutionStore
+    engine: Engine
+    dispatcher: Dispatcher
+    consumer: Consumer
+    http_port: int
+
+    async def reload(self) -> None:
+        """Use the latest registered definitions from now on."""
+        self.engine.catalog = await self.definitions.catalog()
+
+
+async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None = None) -> int:
+    """Run until `stop` is set; the exit code: 0 after a clean stop, 1 when NATS is gone."""
+    gone = asyncio.Event()
+    async with start(settings, gone, names) as service:
+        logger.info("blobflow ready: HTTP on port %d", service.http_port)
+        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, gone)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    if gone.is_set():
+        logger.error("NATS connection closed for good; exiting")
+        return 1
+    return 0
+
+
+@asynccontextmanager
+async def start(
+    settings: Settings, gone: asyncio.Event, names: StreamNames | None = None
+) -> AsyncIterator[Service]:
+    names = names or StreamNames()
+    async with AsyncExitStack() as stack:
+        nc = await _connect_nats(settings, gone)
+        stack.push_async_callback(nc.close)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.mongodb_url, timeoutMS=MONGODB_TIMEOUT_MS, tz_aware=True
+        )
+        stack.push_async_callback(mongo.close)
+        db = mongo[settings.mongodb_database]
+        js = nc.jetstream()
+        await ensure_streams(js, names)
+        await ensure_consumer(
+            js, names, ack_wait_s=ACK_WAIT_S, max_ack_pending=settings.max_concurrency * 8
+        )
+        definitions = DefinitionStore(db)
+        await definitions.ensure_indexes()
+        await _register_folder(settings, definitions)
+        store = ExecutionStore(db, lease_ms=settings.lease_ms)
+        await store.ensure_indexes()
+        clients = await stack.enter_async_context(ServiceClients(settings.services))
+        publisher = DeltaPublisher(js, prefix=names.deltas_prefix)
+        engine = Engine(
+            await definitions.catalog(), store, clients, sink=publisher, versions=definitions
+        )
+        dispatcher = Dispatcher(
+            engine, concurrency=settings.max_concurrency, lease_ms=settings.lease_ms
+        )
+        intake = Intake(
+            js=js,
+            names=names,
+            catalog=lambda: engine.catalog,
+            store=store,
+            worker_id=engine.worker_id,
+            dispatch=dispatcher.submit,
+            max_event_bytes=settings.max_event_bytes,
+        )
+        consumer = Consumer(js, names, intake, dispatcher, max_backlog=settings.max_concurrency * 4)
+        service = Service(settings, nc, mongo, definitions, store, engine, dispatcher, consumer, 0)
+        await stack.enter_async_context(
+            RegistrationResponder(nc, definitions, on_change=service.reload)
+        )
+
+        async def reload(_msg: Msg) -> None:
+            await service.reload()
+
+        reloads = await nc.subscribe(CHANGED_SUBJECT, cb=reload)
+        stack.push_async_callback(reloads.unsubscribe)
+        service.http_port = await stack.enter_async_context(_http(service))
+        async with _workers(service, store, dispatcher, consumer, publisher):
+            yield service
+
+
+@asynccontextmanager
+async def _workers(
+    service: Service,
+    store: ExecutionStore,
+    dispatcher: Dispatcher,
+    consumer: Consumer,
+    publisher: DeltaPublisher,
+) -> AsyncIterator[None]:
+    async with asyncio.TaskGroup() as group:
+        dispatching = group.create_task(dispatcher.run())
+        consuming = group.create_task(consumer.run())
+        interval_s = service.settings.lease_ms / 2000
+        recovering = group.create_task(
+            recover_forever(store, dispatcher, publisher, interval_s=interval_s)
+        )
+        try:
+            yield
+        finally:
+            consuming.cancel()  # stop fetching first: nothing new starts
+            recovering.cancel()
+            # Queued work goes back at once rather than when its lease runs out.
+            await store.release(dispatcher.take_queued())
+            if not await dispatcher.drain(DRAIN_TIMEOUT_S):
+                logger.warning("stopping with executions still running; they will be resumed")
+            dispatching.cancel()
+
+
+@asynccontextmanager
+async def _http(service: Service) -> AsyncIterator[int]:
+    app = web.Application()
+
+    async def nats_ready() -> bool:
+        return bool(service.nc.is_connected)
+
+    async def mongodb_ready() -> bool:
+        await service.mongo.admin.command("ping")
+        return True
+
+    health_routes(app, {"nats": nats_ready, "mongodb": mongodb_ready})
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, service.settings.http_host, service.settings.http_port)
+    await site.start()
+    try:
+        yield _bound_port(runner, service.settings.http_port)
+    finally:
+        await runner.cleanup()
+
+
+async def _connect_nats(settings: Settings, gone: asyncio.Event) -> NatsClient:
+    async def closed() -> None:
+        gone.set()
+
+    async def error(exc: Exception) -> None:
+        logger.warning("NATS: %s", exc)
+
+    options: dict[str, Any] = {
+        "servers": settings.nats_servers,
+        "name": "blobflow",
+        "max_reconnect_attempts": 120,  # two minutes at one a second, then exit
+        "reconnect_time_wait": 1,
+        "closed_cb": closed,
+        "error_cb": error,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = (
+            settings.nats_password.get_secret_value() if settings.nats_password else None
+        )
+    if settings.nats_token:
+        options["token"] = settings.nats_token.get_secret_value()
+    if settings.nats_creds:
+        options["user_credentials"] = str(settings.nats_creds)
+    return await nats.connect(**options)
+
+
+async def _register_folder(settings: Settings, definitions: DefinitionStore) -> None:
+    """Register the definitions folder at start; invalid definitions stop the start."""
+    folder = settings.definitions
+    # Only the kind folders: a definitions path of "." must not pick up
+    # every YAML file of the working directory.
+    documents, problems = read_paths(
+        [folder / kind for kind in KIND_FOLDERS if (folder / kind).is_dir()]
+    )
+    if problems:
+        raise DefinitionError(problems)
+    if documents:
+        results = await definitions.register(documents)
+        changed = sum(1 for result in results if result.changed)
+        logger.info(
+            "registered %d definitions from %s (%d changed)",
+            len(results),
+            settings.definitions,
+            changed,
+        )
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested

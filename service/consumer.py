@@ -1,0 +1,88 @@
+"""Pulling blob events from the durable consumer and feeding them to intake.
+
+Batches start at one message and double while they come back full: a
+JetStream fetch of n waits for all n or its timeout, so large batches on a
+quiet stream would add latency. Fetching pauses while the local backlog is
+full. A watchdog re-binds the subscription when it stays silent although the
+consumer has messages pending (nats.py issue 504: a pull subscription may
+stop receiving after a server restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from service.dispatcher import Dispatcher
+from service.intake import Intake
+from service.streams import StreamNames
+
+logger = logging.getLogger(__name__)
+PullSubscription = JetStreamContext.PullSubscription
+
+
+class Consumer:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        names: StreamNames,
+        intake: Intake,
+        dispatcher: Dispatcher,
+        *,
+        max_backlog: int,
+        max_batch: int = 32,
+        fetch_timeout_s: float = 1.0,
+        watchdog_s: float = 30.0,
+    ) -> None:
+        self.js = js
+        self.names = names
+        self.intake = intake
+        self.dispatcher = dispatcher
+        self.max_backlog = max_backlog
+        self.max_batch = max_batch
+        self.fetch_timeout_s = fetch_timeout_s
+        self.watchdog_s = watchdog_s
+        self.received = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled; messages being handled when cancelled are not settled."""
+        subscription = await self._subscribe()
+        batch = 1
+        quiet_since = time.monotonic()
+        while True:
+            await self.dispatcher.wait_for_room(self.max_backlog)
+            try:
+                messages = await subscription.fetch(batch, timeout=self.fetch_timeout_s)
+            except NatsTimeoutError:
+                batch = 1
+                if time.monotonic() - quiet_since >= self.watchdog_s:
+                    subscription = await self._watchdog(subscription)
+                    quiet_since = time.monotonic()
+                continue
+            quiet_since = time.monotonic()
+            self.received += len(messages)
+            async with asyncio.TaskGroup() as group:
+                for message in messages:
+                    group.create_task(self.intake.process(message))
+            batch = min(batch * 2, self.max_batch) if len(messages) >= batch else len(messages)
+
+    async def _subscribe(self) -> PullSubscription:
+        return await self.js.pull_subscribe(
+            "", durable=self.names.consumer, stream=self.names.blobs
+        )
+
+    async def _watchdog(self, subscription: PullSubscription) -> PullSubscription:
+        info = await self.js.consumer_info(self.names.blobs, self.names.consumer)
+        if not info.num_pending:
+            return subscription
+        logger.warning(
+            "no messages for %.0f s while %d are pending: re-binding the subscription",
+            self.watchdog_s,
+            info.num_pending,
+        )
+        await subscription.unsubscribe()
+        return await self._subscribe()

@@ -1,0 +1,44 @@
+"""Liveness and readiness over HTTP: `/healthz` and `/readyz` (§9).
+
+Readiness asks each dependency; a probe that hangs counts as not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import orjson
+from aiohttp import web
+
+Probe = Callable[[], Awaitable[bool]]
+PROBE_TIMEOUT_S = 2.0
+PROBES: web.AppKey[Mapping[str, Probe]] = web.AppKey("probes", Mapping)
+
+
+def health_routes(app: web.Application, probes: Mapping[str, Probe]) -> None:
+    app[PROBES] = probes
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    results = {name: await _probe(probe) for name, probe in request.app[PROBES].items()}
+    ready = all(results.values())
+    body = {"status": "ready" if ready else "not ready", "checks": results}
+    return _json(body, status=200 if ready else 503)
+
+
+async def _probe(probe: Probe) -> bool:
+    try:
+        return await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
+    except Exception:  # any failure of a dependency means "not ready", never a 500
+        return False
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

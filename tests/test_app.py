@@ -1,0 +1,167 @@
+"""The whole service in-process against real NATS, MongoDB-wire and HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.app import Service, start
+from service.config import load_settings
+from service.streams import StreamNames
+from tests.servers import Downstream, MongoDeployment, NatsServer
+from tests.support import ROOT, eventually, script_studio
+
+Db = AsyncDatabase[dict[str, Any]]
+CHAPTER = {
+    "event_id": "evt-app-1",
+    "blob_id": "blob-7",
+    "user_id": "user-1",
+    "metadata": {"type": "chapter"},
+    "content": "It rained.",
+}
+
+
+@asynccontextmanager
+async def _service(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    database: str,
+    prefix: str,
+    downstream: Downstream,
+) -> AsyncIterator[tuple[Service, StreamNames]]:
+    settings = load_settings(
+        {
+            "BLOBFLOW_NATS_URL": nats_server.url,
+            "BLOBFLOW_MONGODB_URL": mongodb.url,
+            "BLOBFLOW_MONGODB_DATABASE": database,
+            "BLOBFLOW_DEFINITIONS": str(ROOT),
+            "BLOBFLOW_HTTP_PORT": "0",
+            "BLOBFLOW_SERVICE_STUDIO_URL": downstream.url,
+            "BLOBFLOW_SERVICE_CORE_URL": downstream.url,
+            "BLOBFLOW_LEASE_MS": "2000",
+        }
+    )
+    names = StreamNames.prefixed(prefix)
+    async with start(settings, asyncio.Event(), names) as service:
+        yield service, names
+
+
+async def _collect(nats_client: NatsClient, subject: str, count: int) -> list[Msg]:
+    received: list[Msg] = []
+    done = asyncio.Event()
+
+    async def on_message(msg: Msg) -> None:
+        received.append(msg)
+        if len(received) >= count:
+            done.set()
+
+    subscription = await nats_client.subscribe(subject, cb=on_message)
+    try:
+        await asyncio.wait_for(done.wait(), timeout=20)
+    finally:
+        await subscription.unsubscribe()
+    return received
+
+
+@pytest.mark.asyncio
+async def test_an_event_flows_to_stored_and_published_deltas(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    stream_prefix: str,
+    downstream: Downstream,
+    nats_client: NatsClient,
+) -> None:
+    script_studio(downstream)
+    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
+        service,
+        names,
+    ):
+        collecting = asyncio.ensure_future(_collect(nats_client, f"{names.deltas_prefix}.>", 6))
+        await asyncio.sleep(0.05)  # the subscription is in place
+        js = nats_client.jetstream()
+        for _ in range(3):  # one event, delivered three times
+            await js.publish(names.created_subject, orjson.dumps(CHAPTER))
+        events = await collecting
+
+        url = f"http://127.0.0.1:{service.http_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/healthz") as response:
+                assert response.status == 200
+            async with http.get(f"{url}/readyz") as response:
+                assert response.status == 200
+                assert (await response.json())["checks"] == {"nats": True, "mongodb": True}
+
+    assert len(events) == 6
+    assert {msg.subject for msg in events} == {
+        f"{names.deltas_prefix}.book-writer.blob-7",
+        f"{names.deltas_prefix}.memmie-studio.blob-7",
+    }
+    executions = [d async for d in mongo_db["executions"].find({})]
+    assert sorted(d["status"] for d in executions) == ["completed", "completed"]
+    assert all(d["deltas_published"] for d in executions)
+    versions = sorted([d["version"] async for d in mongo_db["deltas"].find({"blob_id": "blob-7"})])
+    assert versions == [1, 2, 3, 4, 5, 6]
+    registered = await mongo_db["definitions"].count_documents({"committed": True})
+    assert registered == 6
+
+
+@pytest.mark.asyncio
+async def test_a_restart_in_the_middle_of_a_backlog_loses_and_duplicates_nothing(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    stream_prefix: str,
+    downstream: Downstream,
+    nats_client: NatsClient,
+) -> None:
+    script_studio(downstream)
+    names = StreamNames.prefixed(stream_prefix)
+    js = nats_client.jetstream()
+    events = 200
+
+    async def completed() -> int:
+        return await mongo_db["executions"].count_documents({"status": "completed"})
+
+    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream):
+        for index in range(events):
+            event = {"event_id": f"evt-{index}", "blob_id": f"blob-{index % 20}", "user_id": "u"}
+            await js.publish(names.created_subject, orjson.dumps(event))
+
+        async def some_done() -> bool:
+            return await completed() >= 30
+
+        await eventually(some_done)
+    stopped_at = await completed()
+    assert stopped_at < events, "the backlog was finished before the stop"
+
+    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream):
+
+        async def all_done() -> bool:
+            return await completed() == events
+
+        await eventually(all_done, timeout_s=120)
+        info = await js.consumer_info(names.blobs, names.consumer)
+        assert info.num_pending == 0
+        assert info.num_ack_pending == 0
+
+    assert await mongo_db["executions"].count_documents({}) == events
+    assert await mongo_db["deltas"].count_documents({}) == 3 * events
+    for blob in range(20):
+        versions = [
+            d["version"] async for d in mongo_db["deltas"].find({"blob_id": f"blob-{blob}"})
+        ]
+        assert sorted(versions) == list(range(1, 31)), blob
+    stream = await js.stream_info(names.deltas)
+    assert stream.state.messages == 3 * events
