@@ -14,8 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/blobflow validate providers workflows schemas
-	$(BIN)/blobflow match examples/events/chapter_created.json
-	$(BIN)/blobflow match examples/events/chapter_updated.json
+	$(BIN)/blobflow dev
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest

@@ -16,13 +16,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pymongo import AsyncMongoClient
 
 from service.config import Settings
+from service.connection import connect_nats
 from service.consumer import Consumer
 from service.dispatcher import Dispatcher
 from service.engine import Engine
@@ -86,7 +86,7 @@ async def start(
 ) -> AsyncIterator[Service]:
     names = names or StreamNames()
     async with AsyncExitStack() as stack:
-        nc = await _connect_nats(settings, gone)
+        nc = await connect_nats(settings, gone)
         stack.push_async_callback(nc.close)
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongodb_url, timeoutMS=MONGODB_TIMEOUT_MS, tz_aware=True
@@ -183,33 +183,6 @@ async def _http(service: Service) -> AsyncIterator[int]:
         yield _bound_port(runner, service.settings.http_port)
     finally:
         await runner.cleanup()
-
-
-async def _connect_nats(settings: Settings, gone: asyncio.Event) -> NatsClient:
-    async def closed() -> None:
-        gone.set()
-
-    async def error(exc: Exception) -> None:
-        logger.warning("NATS: %s", exc)
-
-    options: dict[str, Any] = {
-        "servers": settings.nats_servers,
-        "name": "blobflow",
-        "max_reconnect_attempts": 120,  # two minutes at one a second, then exit
-        "reconnect_time_wait": 1,
-        "closed_cb": closed,
-        "error_cb": error,
-    }
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = (
-            settings.nats_password.get_secret_value() if settings.nats_password else None
-        )
-    if settings.nats_token:
-        options["token"] = settings.nats_token.get_secret_value()
-    if settings.nats_creds:
-        options["user_credentials"] = str(settings.nats_creds)
-    return await nats.connect(**options)
 
 
 async def _register_folder(settings: Settings, definitions: DefinitionStore) -> None:

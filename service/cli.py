@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -52,7 +52,46 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the service")
     serve.set_defaults(run=_serve)
+
+    dev = commands.add_parser("dev", help="run everything on this machine with a demo")
+    dev.add_argument("--once", action="store_true", help="exit after the demo event")
+    dev.add_argument("--data", type=Path, default=Path(".blobflow"), help="data folder")
+    dev.add_argument("--nats-url", help="use this NATS instead of starting one")
+    dev.add_argument("--mongodb-url", help="use this MongoDB instead of starting one")
+    dev.set_defaults(run=lambda a: _commands().dev(a.data, a.once, a.nats_url, a.mongodb_url))
+
+    publish = commands.add_parser("publish", help="publish a blob event")
+    publish.add_argument("kind", choices=["created", "updated"])
+    publish.add_argument("--blob-id", required=True)
+    publish.add_argument("--user-id", required=True)
+    publish.add_argument("--event-id")
+    publish.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    publish.add_argument("--content")
+    publish.add_argument("--provider", action="append", default=[], metavar="ID")
+    publish.set_defaults(
+        run=lambda a: _commands().publish(
+            a.kind, a.blob_id, a.user_id, a.metadata, a.content, a.event_id, a.provider
+        )
+    )
+
+    deltas = commands.add_parser("deltas", help="tail delta events")
+    deltas.add_argument("--provider")
+    deltas.add_argument("--blob")
+    deltas.add_argument("--json", action="store_true")
+    deltas.add_argument("--all", action="store_true", help="from the start of the stream")
+    deltas.set_defaults(run=lambda a: _commands().deltas(a.provider, a.blob, a.json, a.all))
+
+    register = commands.add_parser("register", help="register a definitions folder")
+    register.add_argument("folder", type=Path, metavar="DIR")
+    register.set_defaults(run=lambda a: _commands().register(a.folder))
     return parser
+
+
+def _commands() -> Any:
+    # Imported on use: validate and match need no network libraries.
+    from service import commands
+
+    return commands
 
 
 def load_catalog(paths: Sequence[Path]) -> Catalog:
@@ -145,3 +184,7 @@ async def _serve_until_signalled(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     return await app.run(settings, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The commands as a user runs them: separate processes against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.registration import RegistrationResponder
+from service.registry import DefinitionStore
+from service.streams import StreamNames, ensure_streams
+from tests.servers import NatsServer
+from tests.support import ROOT
+
+Db = AsyncDatabase[dict[str, Any]]
+
+
+async def _blobflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.asyncio
+async def test_dev_once_runs_the_demo_to_its_deltas(tmp_path: Path) -> None:
+    code, out, err = await _blobflow(
+        "dev", "--once", "--data", str(tmp_path / "data"), env={"BLOBFLOW_HTTP_PORT": "0"}
+    )
+    assert code == 0, out + err
+    assert "✓ 2 executions, 7 deltas stored, 7 delta events" in out
+
+
+@pytest.mark.asyncio
+async def test_publish_puts_an_event_on_the_blobs_stream(
+    nats_server: NatsServer, nats_client: NatsClient
+) -> None:
+    js = nats_client.jetstream()
+    names = StreamNames()
+    await ensure_streams(js, names)
+    try:
+        code, out, err = await _blobflow(
+            "publish",
+            "created",
+            "--blob-id",
+            "b 1",
+            "--user-id",
+            "u1",
+            "--metadata",
+            "type=chapter",
+            "--metadata",
+            "n=7",
+            "--content",
+            "hello",
+            env={"BLOBFLOW_NATS_URL": nats_server.url},
+        )
+        assert code == 0, err
+        event_id = out.strip()
+        info = await js.stream_info(names.blobs)
+        message = await js.get_msg(names.blobs, info.state.last_seq)
+        event = orjson.loads(message.data or b"{}")
+        assert event["event_id"] == event_id
+        assert event["metadata"] == {"type": "chapter", "n": 7}
+        assert message.subject == "blobs.created"
+    finally:
+        nats_server.delete_streams(names.blobs)
+        nats_server.delete_streams(names.deltas)
+        nats_server.delete_streams(names.dlq)
+
+
+@pytest.mark.asyncio
+async def test_register_sends_a_folder_and_reports_versions(
+    nats_server: NatsServer, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    store = DefinitionStore(mongo_db)
+    await store.ensure_indexes()
+    async with RegistrationResponder(nats_client, store):
+        code, out, err = await _blobflow(
+            "register", str(ROOT), env={"BLOBFLOW_NATS_URL": nats_server.url}
+        )
+    assert code == 0, err
+    assert "workflow book_chapter_expansion v1 changed" in out.splitlines()
+    assert len(out.splitlines()) == 6
+
+
+@pytest.mark.asyncio
+async def test_bad_configuration_exits_2_with_one_line_per_problem() -> None:
+    code, _, err = await _blobflow(
+        "serve", env={"BLOBFLOW_HTTP_PORT": "eighty", "BLOBFLOW_LOG_LEVEL": "loud"}
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert any("BLOBFLOW_HTTP_PORT" in line for line in lines)
