@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -23,6 +24,7 @@ from service.streams import StreamNames
 
 logger = logging.getLogger(__name__)
 PullSubscription = JetStreamContext.PullSubscription
+RETRY_DELAY_S = 1.0
 
 
 class Consumer:
@@ -57,11 +59,17 @@ class Consumer:
             await self.dispatcher.wait_for_room(self.max_backlog)
             try:
                 messages = await subscription.fetch(batch, timeout=self.fetch_timeout_s)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):  # nats-py raises either, by path
                 batch = 1
                 if time.monotonic() - quiet_since >= self.watchdog_s:
                     subscription = await self._watchdog(subscription)
                     quiet_since = time.monotonic()
+                continue
+            except NatsError as exc:
+                # Disconnected or reconnecting: the client recovers or closes for
+                # good (which stops the service); meanwhile wait, do not spin.
+                logger.warning("fetching blob events failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
             quiet_since = time.monotonic()
             self.received += len(messages)

@@ -68,9 +68,17 @@ class Intake:
         }
 
     async def process(self, msg: Msg) -> Outcome:
-        """Handle and settle one message."""
-        outcome = await self.handle(msg)
-        await settle(msg, outcome)
+        """Handle and settle one message; one message never takes the consumer down."""
+        try:
+            outcome = await self.handle(msg)
+        except Exception:
+            logger.exception("handling a blob event failed; it will be redelivered")
+            outcome = Outcome("nak", "unexpected error", RETRY_DELAY_S)
+        try:
+            await settle(msg, outcome)
+        except (NatsError, TimeoutError) as exc:
+            # Unsettled, the message comes back after AckWait; nothing is lost.
+            logger.warning("could not settle a blob event: %s", exc)
         return outcome
 
     async def handle(self, msg: Msg) -> Outcome:
