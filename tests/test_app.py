@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.app import Service, start
+from service.client import BlobflowClient
 from service.config import load_settings
 from service.streams import StreamNames
 from tests.servers import Downstream, MongoDeployment, NatsServer
@@ -165,3 +166,59 @@ async def test_a_restart_in_the_middle_of_a_backlog_loses_and_duplicates_nothing
         assert sorted(versions) == list(range(1, 31)), blob
     stream = await js.stream_info(names.deltas)
     assert stream.state.messages == 3 * events
+
+
+@pytest.mark.asyncio
+async def test_a_bundle_registered_over_nats_changes_what_the_next_event_triggers(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    stream_prefix: str,
+    downstream: Downstream,
+    nats_client: NatsClient,
+) -> None:
+    script_studio(downstream)
+    client = BlobflowClient(nats_client, names=StreamNames.prefixed(stream_prefix))
+    binding: dict[str, Any] = {
+        "workflow_id": "blob_processing_workflow",
+        "priority": 3,
+                "triggers": [
+                    {
+                        "event": "onCreate",
+                        "conditions": [
+                            {"field": "metadata.type", "operator": "eq", "value": "poem"}
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    broken = {**poems, "workflows": [{**poems["workflows"][0], "workflow_id": "no_such_workflow"}]}
+    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
+        service,
+        _,
+    ):
+        refused = await client.register({"providers": [broken]})
+        assert refused["ok"] is False
+        assert refused["errors"][0]["path"] == "workflows[0].workflow_id"
+        assert "poet" not in service.engine.catalog.providers
+
+        accepted = await client.register({"providers": [poems]})
+        assert accepted == {
+            "ok": True,
+            "results": [{"kind": "provider", "id": "poet", "version": 1, "changed": True}],
+        }
+        assert "poet" in service.engine.catalog.providers
+
+        await client.publish_event(
+            "created", event_id="poem-1", blob_id="poem", user_id="u", metadata={"type": "poem"}
+        )
+
+        async def ran() -> bool:
+            return await mongo_db["executions"].count_documents({"status": "completed"}) == 2
+
+        await eventually(ran)
+
+    providers = sorted([d["provider_id"] async for d in mongo_db["executions"].find({})])
+    assert providers == ["memmie-studio", "poet"]
