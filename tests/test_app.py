@@ -180,21 +180,14 @@ async def test_a_bundle_registered_over_nats_changes_what_the_next_event_trigger
 ) -> None:
     script_studio(downstream)
     client = BlobflowClient(nats_client, names=StreamNames.prefixed(stream_prefix))
+    condition = {"field": "metadata.type", "operator": "eq", "value": "poem"}
     binding: dict[str, Any] = {
         "workflow_id": "blob_processing_workflow",
         "priority": 3,
-                "triggers": [
-                    {
-                        "event": "onCreate",
-                        "conditions": [
-                            {"field": "metadata.type", "operator": "eq", "value": "poem"}
-                        ],
-                    }
-                ],
-            }
-        ],
+        "triggers": [{"event": "onCreate", "conditions": [condition]}],
     }
-    broken = {**poems, "workflows": [{**poems["workflows"][0], "workflow_id": "no_such_workflow"}]}
+    poems = {"provider": {"id": "poet", "name": "Poet"}, "workflows": [binding]}
+    broken = {**poems, "workflows": [{**binding, "workflow_id": "no_such_workflow"}]}
     async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
         service,
         _,
