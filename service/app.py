@@ -74,7 +74,9 @@ async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None
         finally:
             for waiter in waiters:
                 waiter.cancel()
-    if gone.is_set():
+        # Decided before unwinding: closing the client on the way out sets `gone` too.
+        lost = gone.is_set()
+    if lost:
         logger.error("NATS connection closed for good; exiting")
         return 1
     return 0

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.client import BlobflowClient
+from service.managed_process import free_port
 from service.registration import RegistrationResponder
 from service.registry import DefinitionStore
 from service.streams import StreamNames, ensure_streams
-from tests.servers import NatsServer
-from tests.support import ROOT
+from tests.servers import Downstream, MongoDeployment, NatsServer
+from tests.support import ROOT, eventually, script_studio
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -108,3 +112,64 @@ async def test_bad_configuration_exits_2_with_one_line_per_problem() -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 2
     assert any("BLOBFLOW_HTTP_PORT" in line for line in lines)
+
+
+@pytest.mark.asyncio
+async def test_serve_processes_events_and_stops_cleanly_on_sigterm(
+    nats_server: NatsServer,
+    nats_client: NatsClient,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    downstream: Downstream,
+) -> None:
+    script_studio(downstream)
+    port = free_port()
+    env = {
+        "BLOBFLOW_NATS_URL": nats_server.url,
+        "BLOBFLOW_MONGODB_URL": mongodb.url,
+        "BLOBFLOW_MONGODB_DATABASE": mongo_db_name,
+        "BLOBFLOW_DEFINITIONS": str(ROOT),
+        "BLOBFLOW_HTTP_PORT": str(port),
+        "BLOBFLOW_SERVICE_STUDIO_URL": downstream.url,
+        "BLOBFLOW_SERVICE_CORE_URL": downstream.url,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def ready() -> bool:
+            url = f"http://127.0.0.1:{port}/readyz"
+            try:
+                async with aiohttp.ClientSession() as http, http.get(url) as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(ready, timeout_s=30)
+        client = BlobflowClient(nats_client)
+        await client.publish_event("created", event_id="serve-1", blob_id="b", user_id="u")
+
+        async def done() -> bool:
+            return await mongo_db["executions"].count_documents({"status": "completed"}) == 1
+
+        await eventually(done, timeout_s=30)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        assert process.stderr is not None
+        logged = (await process.stderr.read()).decode().splitlines()
+        nats_server.delete_streams("BLOBS")
+        nats_server.delete_streams("DELTAS")
+        nats_server.delete_streams("BLOBFLOW_DLQ")
+    records = [orjson.loads(line) for line in logged if line.startswith("{")]
+    assert any(r["message"].startswith("blobflow ready") for r in records), logged
