@@ -11,6 +11,7 @@ stop receiving after a server restart).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -79,12 +80,22 @@ class Consumer:
             batch = min(batch * 2, self.max_batch) if len(messages) >= batch else len(messages)
 
     async def _subscribe(self) -> PullSubscription:
-        return await self.js.pull_subscribe(
-            "", durable=self.names.consumer, stream=self.names.blobs
-        )
+        """Bind to the durable consumer, waiting out a NATS that is not answering yet."""
+        while True:
+            try:
+                return await self.js.pull_subscribe(
+                    "", durable=self.names.consumer, stream=self.names.blobs
+                )
+            except (NatsError, TimeoutError) as exc:
+                logger.warning("binding to the consumer failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
 
     async def _watchdog(self, subscription: PullSubscription) -> PullSubscription:
-        info = await self.js.consumer_info(self.names.blobs, self.names.consumer)
+        try:
+            info = await self.js.consumer_info(self.names.blobs, self.names.consumer)
+        except (NatsError, TimeoutError) as exc:
+            logger.warning("watchdog could not read the consumer: %s", exc)
+            return subscription
         if not info.num_pending:
             return subscription
         logger.warning(
@@ -92,5 +103,6 @@ class Consumer:
             self.watchdog_s,
             info.num_pending,
         )
-        await subscription.unsubscribe()
+        with contextlib.suppress(NatsError, TimeoutError):
+            await subscription.unsubscribe()
         return await self._subscribe()

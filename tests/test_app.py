@@ -215,3 +215,38 @@ async def test_a_bundle_registered_over_nats_changes_what_the_next_event_trigger
 
     providers = sorted([d["provider_id"] async for d in mongo_db["executions"].find({})])
     assert providers == ["memmie-studio", "poet"]
+
+
+@pytest.mark.asyncio
+async def test_intake_resumes_after_nats_server_restarts(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    stream_prefix: str,
+    downstream: Downstream,
+    nats_client: NatsClient,
+) -> None:
+    script_studio(downstream)
+    names = StreamNames.prefixed(stream_prefix)
+    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
+        service,
+        _,
+    ):
+        nats_server.restart()  # same port and store: streams and consumer survive
+        client = BlobflowClient(nats_client, names=names)
+
+        async def published() -> bool:
+            try:
+                await client.publish_event("created", event_id="after", blob_id="b", user_id="u")
+            except Exception:
+                return False  # still reconnecting
+            return True
+
+        await eventually(published, timeout_s=30, interval_s=0.2)
+
+        async def processed() -> bool:
+            return await mongo_db["executions"].count_documents({"status": "completed"}) == 1
+
+        await eventually(processed, timeout_s=60)
+        assert service.nc.is_connected
