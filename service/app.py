@@ -10,15 +10,17 @@ keep their checkpoints and are resumed by whoever claims them), then close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from pymongo import AsyncMongoClient
 
 from service.config import Settings
@@ -26,7 +28,7 @@ from service.connection import connect_nats
 from service.consumer import Consumer
 from service.dispatcher import Dispatcher
 from service.engine import Engine
-from service.errors import DefinitionError
+from service.errors import DefinitionError, NatsGone
 from service.health import health_routes
 from service.http_client import ServiceClients
 from service.intake import Intake
@@ -39,6 +41,7 @@ from service.store import ExecutionStore
 from service.streams import StreamNames, ensure_consumer, ensure_streams
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 ACK_WAIT_S = 30.0
 DRAIN_TIMEOUT_S = 20.0
 MONGODB_TIMEOUT_MS = 10_000
@@ -66,16 +69,20 @@ class Service:
 async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None = None) -> int:
     """Run until `stop` is set; the exit code: 0 after a clean stop, 1 when NATS is gone."""
     gone = asyncio.Event()
-    async with start(settings, gone, names) as service:
-        logger.info("blobflow ready: HTTP on port %d", service.http_port)
-        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, gone)]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        # Decided before unwinding: closing the client on the way out sets `gone` too.
-        lost = gone.is_set()
+    lost = False
+    try:
+        async with start(settings, gone, names) as service:
+            logger.info("blobflow ready: HTTP on port %d", service.http_port)
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, gone)]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            # Decided before unwinding: closing the client on the way out sets `gone` too.
+            lost = gone.is_set()
+    except* NatsGone:
+        lost = True
     if lost:
         logger.error("NATS connection closed for good; exiting")
         return 1
@@ -122,17 +129,24 @@ async def start(
             dispatch=dispatcher.submit,
             max_event_bytes=settings.max_event_bytes,
         )
-        consumer = Consumer(js, names, intake, dispatcher, max_backlog=settings.max_concurrency * 4)
+        consumer = Consumer(
+            js,
+            names,
+            intake,
+            dispatcher,
+            max_backlog=settings.max_concurrency * 4,
+            connection_closed=lambda: nc.is_closed,
+        )
         service = Service(settings, nc, mongo, definitions, store, engine, dispatcher, consumer, 0)
         await stack.enter_async_context(
-            RegistrationResponder(nc, definitions, on_change=service.reload)
+            _closing_quietly(RegistrationResponder(nc, definitions, on_change=service.reload))
         )
 
         async def reload(_msg: Msg) -> None:
             await service.reload()
 
         reloads = await nc.subscribe(CHANGED_SUBJECT, cb=reload)
-        stack.push_async_callback(reloads.unsubscribe)
+        stack.push_async_callback(_quietly, reloads.unsubscribe)
         service.http_port = await stack.enter_async_context(_http(service))
         async with _workers(service, store, dispatcher, consumer, publisher):
             yield service
@@ -185,6 +199,23 @@ async def _http(service: Service) -> AsyncIterator[int]:
         yield _bound_port(runner, service.settings.http_port)
     finally:
         await runner.cleanup()
+
+
+async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
+    # On the way out after NATS closed for good, unsubscribing cannot work
+    # and need not: the server forgets the subscriptions with the connection.
+    with contextlib.suppress(NatsError):
+        await close()
+
+
+@asynccontextmanager
+async def _closing_quietly(context: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    value = await context.__aenter__()
+    try:
+        yield value
+    finally:
+        with contextlib.suppress(NatsError):
+            await context.__aexit__(None, None, None)
 
 
 async def _register_folder(settings: Settings, definitions: DefinitionStore) -> None:

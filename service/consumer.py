@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from service.dispatcher import Dispatcher
+from service.errors import NatsGone
 from service.intake import Intake
 from service.streams import StreamNames
 
@@ -40,7 +42,11 @@ class Consumer:
         max_batch: int = 32,
         fetch_timeout_s: float = 1.0,
         watchdog_s: float = 30.0,
+        connection_closed: Callable[[], bool] = lambda: False,
     ) -> None:
+        # nats-py 2.16 does not call closed_cb after running out of reconnect
+        # attempts (it cancels its own task first), so intake checks itself.
+        self.connection_closed = connection_closed
         self.js = js
         self.names = names
         self.intake = intake
@@ -67,8 +73,10 @@ class Consumer:
                     quiet_since = time.monotonic()
                 continue
             except NatsError as exc:
+                if self.connection_closed():
+                    raise NatsGone("the NATS connection closed for good") from exc
                 # Disconnected or reconnecting: the client recovers or closes for
-                # good (which stops the service); meanwhile wait, do not spin.
+                # good (seen above); meanwhile wait, do not spin.
                 logger.warning("fetching blob events failed, retrying: %s", exc)
                 await asyncio.sleep(RETRY_DELAY_S)
                 continue

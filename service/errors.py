@@ -129,3 +129,7 @@ class EmbeddedServerError(BlobflowError, RuntimeError):
 
     The message says which server and why; for a failed start it ends with its log's tail.
     """
+
+
+class NatsGone(BlobflowError):
+    """The NATS connection closed for good; the process must exit, not stay deaf."""

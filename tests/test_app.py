@@ -14,7 +14,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.app import Service, start
+from service import connection
+from service.app import Service, run, start
 from service.client import BlobflowClient
 from service.config import load_settings
 from service.streams import StreamNames
@@ -250,3 +251,34 @@ async def test_intake_resumes_after_nats_server_restarts(
 
         await eventually(processed, timeout_s=60)
         assert service.nc.is_connected
+
+
+@pytest.mark.asyncio
+async def test_the_service_exits_non_zero_when_nats_is_gone_for_good(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    stream_prefix: str,
+    downstream: Downstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection, "RECONNECT_ATTEMPTS", 2)
+    settings = load_settings(
+        {
+            "BLOBFLOW_NATS_URL": nats_server.url,
+            "BLOBFLOW_MONGODB_URL": mongodb.url,
+            "BLOBFLOW_MONGODB_DATABASE": mongo_db_name,
+            "BLOBFLOW_DEFINITIONS": str(ROOT),
+            "BLOBFLOW_HTTP_PORT": "0",
+        }
+    )
+    running = asyncio.ensure_future(
+        run(settings, asyncio.Event(), StreamNames.prefixed(stream_prefix))
+    )
+    await asyncio.sleep(1.0)  # started
+    assert not running.done()
+    nats_server.stop()
+    try:
+        assert await asyncio.wait_for(running, timeout=30) == 1
+    finally:
+        nats_server.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -173,3 +174,25 @@ async def test_serve_processes_events_and_stops_cleanly_on_sigterm(
         nats_server.delete_streams("BLOBFLOW_DLQ")
     records = [orjson.loads(line) for line in logged if line.startswith("{")]
     assert any(r["message"].startswith("blobflow ready") for r in records), logged
+
+
+@pytest.mark.asyncio
+async def test_serve_refuses_to_start_with_invalid_definitions(
+    nats_server: NatsServer, mongodb: MongoDeployment, mongo_db_name: str, tmp_path: Path
+) -> None:
+    definitions = tmp_path / "definitions"
+    shutil.copytree(ROOT / "workflows", definitions / "workflows")
+    broken = ROOT / "tests" / "fixtures" / "broken" / "workflows" / "unknown_step_ref.yaml"
+    shutil.copy(broken, definitions / "workflows")
+    code, _, err = await _blobflow(
+        "serve",
+        env={
+            "BLOBFLOW_NATS_URL": nats_server.url,
+            "BLOBFLOW_MONGODB_URL": mongodb.url,
+            "BLOBFLOW_MONGODB_DATABASE": mongo_db_name,
+            "BLOBFLOW_DEFINITIONS": str(definitions),
+            "BLOBFLOW_HTTP_PORT": "0",
+        },
+    )
+    assert code == 2
+    assert f"{definitions}/workflows/unknown_step_ref.yaml:14: steps[1].input_map.prompt" in err
