@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
-LOOPBACK = "127.0.0.1"
+# The product's own helpers: tests and `blobflow dev` pick ports the same way.
+from service.managed_process import LOOPBACK, accepts_connections, free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
-
-    The kernel picks it, so parallel sessions do not collide; the small race until the
-    server binds it is covered by `ManagedProcess`, which retries a first start on new
-    ports.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def accepts_connections(port: int, host: str = LOOPBACK, timeout_s: float = 0.2) -> bool:
-    """Whether something accepts a TCP connection on the port now."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+__all__ = ["LOOPBACK", "accepts_connections", "free_port", "unique_name"]
 
 
 def unique_name(prefix: str = "t") -> str:
