@@ -70,6 +70,13 @@ async def _demo(service: app.Service, say: Any) -> bool:
     client = BlobflowClient(service.nc)
     event_id = f"demo-{uuid.uuid4().hex[:8]}"
     blob_id = "blob-chapter-7"
+    if not service.engine.catalog.workflows:
+        folder = service.settings.definitions.resolve()
+        say(
+            f"✗ no definitions in {folder}: "
+            "run from the repository root, or set BLOBFLOW_DEFINITIONS"
+        )
+        return False
     async with client.deltas(blob_id=blob_id) as feed:
         await client.publish_event(
             "created",

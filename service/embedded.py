@@ -91,7 +91,7 @@ class EmbeddedNats(ManagedProcess):
             stop_timeout_s=stop_timeout_s,
         )
         self.binary = binary
-        self.data_dir = work_dir / "jetstream"
+        self.data_dir = self.work_dir / "jetstream"
         self.monitor_port = 0
 
     @property
@@ -151,10 +151,10 @@ class EmbeddedMongo(ManagedProcess):
             stop_timeout_s=stop_timeout_s,
         )
         self.durable = durable
-        self.data_dir = work_dir / "data"
+        self.data_dir = self.work_dir / "data"
         # An explicit, empty config file turns off auto-discovery of ./secantusd.toml,
         # ~/.secantus/ and /etc/secantus/, so the machine's settings cannot leak in.
-        self.config_path = work_dir / "secantusd.toml"
+        self.config_path = self.work_dir / "secantusd.toml"
         self.config_path.write_text("# settings come from the command line\n")
 
     @property

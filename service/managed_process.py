@@ -98,8 +98,9 @@ class ManagedProcess(abc.ABC):
         stop_timeout_s: float = 10.0,
     ) -> None:
         self.name = name
-        self.work_dir = work_dir
-        self.log_path = work_dir / f"{name}.log"
+        # Absolute: the server process may run from another working directory.
+        self.work_dir = work_dir.resolve()
+        self.log_path = self.work_dir / f"{name}.log"
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.port = 0
