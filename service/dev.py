@@ -56,11 +56,11 @@ async def run_dev(options: DevOptions, stop: asyncio.Event, out: Any) -> int:
         if options.once:
             return 0 if ok else 1
         say("")
-        say(
-            "publish your own:  .venv/bin/blobflow publish created --blob-id b1 --user-id u1 "
-            "--metadata type=chapter --content 'Once upon a time'"
-        )
-        say("watch deltas:      .venv/bin/blobflow deltas")
+        say("In another terminal:")
+        say(f"  export BLOBFLOW_NATS_URL={nats_url}")
+        say("  .venv/bin/blobflow deltas")
+        say("  .venv/bin/blobflow publish created --blob-id my-chapter --user-id me \\")
+        say("      --metadata type=chapter --content 'Once upon a time'")
         say("Ctrl-C stops everything.")
         await _first(stop.wait(), gone.wait())
         return 1 if gone.is_set() else 0
