@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from bson.errors import InvalidDocument
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -98,6 +99,10 @@ class Intake:
         ]
         try:
             leases = await self.store.create_many(executions, self.worker_id)
+        except (OverflowError, InvalidDocument) as exc:
+            # Valid JSON that BSON cannot hold (an integer beyond 64 bits):
+            # retrying cannot help, so it is bad input.
+            return await self._reject(msg, EventError("unstorable", str(exc)))
         except PyMongoError as exc:
             logger.warning("event %s not stored, redelivering: %s", event.event_id, exc)
             return Outcome("nak", "store unavailable", RETRY_DELAY_S)

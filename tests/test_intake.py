@@ -107,6 +107,7 @@ BAD_MESSAGES: list[tuple[str, bytes, str]] = [
     ("too-large", orjson.dumps({**CHAPTER, "content": "x" * 70_000}), "too_large"),
     ("deep-nesting", b'{"a":' * 2000 + b"1" + b"}" * 2000, "invalid_json"),
     ("bad-metadata", orjson.dumps({**CHAPTER, "metadata": [1]}), "invalid_field"),
+    ("huge-integer", orjson.dumps(CHAPTER)[:-1] + b', "size": ' + b"9" * 30 + b"}", "unstorable"),
 ]
 
 
