@@ -133,3 +133,7 @@ class EmbeddedServerError(BlobflowError, RuntimeError):
 
 class NatsGone(BlobflowError):
     """The NATS connection closed for good; the process must exit, not stay deaf."""
+
+
+class UnstorableError(BlobflowError, ValueError):
+    """Data the database cannot hold, such as an integer beyond 64 bits."""

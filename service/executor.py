@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from service.cancellation import CancelToken
 from service.compiler import CompiledStep, CompiledWorkflow
 from service.deltas import DeltaDraft, derive_deltas
-from service.errors import DeltaError, ExecutionCancelled
+from service.errors import DeltaError, ExecutionCancelled, UnstorableError
 from service.jsonschemas import SchemaValidator
 from service.records import SETTLED_STEPS, Decision, Execution, LogLevel, LogLine, now
 from service.step_calls import Caller, call_step, compensate
@@ -68,7 +68,11 @@ class Executor:
 
     async def checkpoint(self) -> None:
         logs, self._logs = self._logs, []
-        await self.persistence.checkpoint(self.execution, logs)
+        try:
+            await self.persistence.checkpoint(self.execution, logs)
+        except BaseException:
+            self._logs = logs + self._logs  # not written: keep them for the next write
+            raise
 
     async def run(self) -> Execution:
         try:
@@ -115,11 +119,20 @@ class Executor:
                 await self.checkpoint()
                 return False
         record = await call_step(self, step, context)
+        before = self.execution
         self.execution = self.execution.with_step(record)
         if record.status == "completed" and spec.variables and isinstance(record.output, dict):
             new_vars = {name: record.output.get(name) for name in spec.variables}
             self.execution = replace(self.execution, vars={**self.execution.vars, **new_vars})
-        await self.checkpoint()
+        try:
+            await self.checkpoint()
+        except UnstorableError as exc:
+            # Retrying cannot help: the step fails with the reason, its output dropped.
+            error = f"output cannot be stored: {exc}"
+            record = replace(record, status="failed", output=None, error=error)
+            self.log("error", error, spec.id)
+            self.execution = before.with_step(record)
+            await self.checkpoint()
         return record.status == "failed"
 
     def context(self) -> dict[str, Any]:
@@ -163,7 +176,10 @@ class Executor:
             drafts = derive_deltas(output, old_content=self.execution.input.get("content"))
         except DeltaError as exc:
             return await self._end("failed", f"output gives no valid deltas: {exc}")
-        self.deltas = await self.persistence.store_deltas(self.execution, drafts)
+        try:
+            self.deltas = await self.persistence.store_deltas(self.execution, drafts)
+        except UnstorableError as exc:
+            return await self._end("failed", f"deltas cannot be stored: {exc}")
         # Published before the final write, which records the outcome: no
         # extra round trip, and a crash in between republishes on resume.
         published = not self.deltas or (
@@ -171,7 +187,13 @@ class Executor:
         )
         self.execution = replace(self.execution, output=output, deltas_published=published)
         self.log("info", f"execution completed with {len(self.deltas)} deltas")
-        return await self._finish("completed", None)
+        try:
+            return await self._finish("completed", None)
+        except UnstorableError as exc:
+            # The deltas are stored; only the output record cannot be kept.
+            self.log("error", f"output cannot be stored, dropped: {exc}")
+            self.execution = replace(self.execution, output=None)
+            return await self._finish("completed", None)
 
     async def _end(self, status: Ending, error: str) -> Execution:
         """Fail or cancel: no further step starts, completed steps are compensated."""

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from service.deltas import DeltaDraft
-from service.errors import BlobflowError
+from service.errors import BlobflowError, UnstorableError
 from service.records import (
     Execution,
     LogLine,
@@ -199,7 +200,10 @@ class ExecutionStore:
             new = {"$literal": [log_document(line) for line in logs]}
             merged = {"$concatArrays": [{"$ifNull": ["$logs", []]}, new]}
             fields["logs"] = {"$slice": [merged, self.max_logs]}
-        result = await self.executions.update_one(lease.fence, [{"$set": fields}])
+        try:
+            result = await self.executions.update_one(lease.fence, [{"$set": fields}])
+        except (OverflowError, InvalidDocument) as exc:
+            raise UnstorableError(str(exc)) from exc
         if result.matched_count == 0:
             raise LeaseLost(f"execution {execution.id} is no longer owned by {lease.owner}")
 
@@ -244,6 +248,8 @@ class ExecutionStore:
             try:
                 await self.deltas.insert_many(pending, ordered=True)
                 pending = []
+            except (OverflowError, InvalidDocument) as exc:
+                raise UnstorableError(str(exc)) from exc
             except BulkWriteError as exc:
                 pending, existed = await self._after_conflict(execution, pending, exc)
                 stored_before = stored_before or existed

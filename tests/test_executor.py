@@ -257,3 +257,37 @@ async def test_output_that_gives_bad_deltas_fails_the_run(
     assert execution.status == "failed"
     assert "output.delta_operations[0]" in (execution.error or "")
     assert await mongo_db["deltas"].count_documents({}) == 0
+
+
+@pytest.mark.asyncio
+async def test_an_output_the_database_cannot_store_fails_the_step_clearly(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    huge = b'{"n": ' + b"9" * 30 + b"}"
+    downstream.script(
+        "POST", "/a", [Reply(200, body=huge, headers={"Content-Type": "application/json"})]
+    )
+    execution, logs = await _run(mongo_db, downstream, [step("a"), step("b")])
+
+    assert execution.status == "failed"
+    assert (execution.step("a").error or "").startswith("output cannot be stored:")
+    assert execution.step("a").output is None
+    assert downstream.calls("POST", "/b") == []
+    assert any("output cannot be stored" in line for line in logs)
+
+
+@pytest.mark.asyncio
+async def test_a_workflow_output_the_database_cannot_store_is_dropped_not_retried(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    huge = b'{"n": ' + b"9" * 30 + b"}"
+    downstream.script("POST", "/a", [Reply(200, json={"ok": True})])
+    downstream.script(
+        "POST", "/b", [Reply(200, body=huge, headers={"Content-Type": "application/json"})]
+    )
+    steps = [step("a"), step("b", on_failure="continue")]
+    execution, _ = await _run(mongo_db, downstream, steps, output_map={"big": 2**70})
+
+    assert execution.status == "completed"
+    assert execution.output is None
+    assert execution.step("b").status == "failed"
