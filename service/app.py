@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ACK_WAIT_S = 30.0
 DRAIN_TIMEOUT_S = 20.0
+CONSUMER_STOP_TIMEOUT_S = 5.0
 MONGODB_TIMEOUT_MS = 10_000
 
 
@@ -170,7 +171,10 @@ async def _workers(
         try:
             yield
         finally:
-            consuming.cancel()  # stop fetching first: nothing new starts
+            # Stop fetching first: the batch in hand is settled, nothing new starts.
+            consumer.stop()
+            await asyncio.wait({consuming}, timeout=CONSUMER_STOP_TIMEOUT_S)
+            consuming.cancel()
             recovering.cancel()
             # Queued work goes back at once rather than when its lease runs out.
             await store.release(dispatcher.take_queued())

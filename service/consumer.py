@@ -47,6 +47,7 @@ class Consumer:
         # nats-py 2.16 does not call closed_cb after running out of reconnect
         # attempts (it cancels its own task first), so intake checks itself.
         self.connection_closed = connection_closed
+        self._stopping = asyncio.Event()
         self.js = js
         self.names = names
         self.intake = intake
@@ -58,11 +59,12 @@ class Consumer:
         self.received = 0
 
     async def run(self) -> None:
-        """Consume until cancelled; messages being handled when cancelled are not settled."""
+        """Consume until stopped; if cancelled instead, messages in hand are not settled
+        and come back after AckWait."""
         subscription = await self._subscribe()
         batch = 1
         quiet_since = time.monotonic()
-        while True:
+        while not self._stopping.is_set():
             await self.dispatcher.wait_for_room(self.max_backlog)
             try:
                 messages = await subscription.fetch(batch, timeout=self.fetch_timeout_s)
@@ -86,6 +88,10 @@ class Consumer:
                 for message in messages:
                     group.create_task(self.intake.process(message))
             batch = min(batch * 2, self.max_batch) if len(messages) >= batch else len(messages)
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return: fetched messages are all settled."""
+        self._stopping.set()
 
     async def _subscribe(self) -> PullSubscription:
         """Bind to the durable consumer, waiting out a NATS that is not answering yet."""
