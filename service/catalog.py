@@ -26,7 +26,7 @@ from service.definitions import (
 )
 from service.errors import DefinitionError, PathPart, Problem, TriggerError, did_you_mean
 from service.jsonschemas import SchemaValidator, schema_problems
-from service.jsonvalues import MISSING, lookup
+from service.jsonvalues import MISSING
 from service.sources import SourceDocument
 from service.triggers import Binding, EventKind, Trigger, compile_condition, match_bindings
 from service.validation import source_problem, validate_document
@@ -92,7 +92,7 @@ class _Builder:
         model, problems = validate_document(document)
         self.problems.extend(problems)
         if model is None:
-            self.invalid.add((document.kind, _raw_id(document)))
+            self.invalid.add((document.kind, document.item_id or ""))
         if isinstance(model, SchemaDocument):
             for problem in schema_problems(model.definition):
                 message = f"not a valid JSON Schema 2020-12: {problem.message}"
@@ -187,8 +187,3 @@ class _Builder:
                     self.report(document, where, str(exc))
             triggers.append(Trigger(trigger.event, tuple(conditions)))
         return tuple(triggers)
-
-
-def _raw_id(document: SourceDocument) -> str:
-    path: tuple[PathPart, ...] = ("provider", "id") if document.kind == "provider" else ("id",)
-    return str(lookup(document.data, path))

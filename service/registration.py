@@ -235,7 +235,7 @@ def _error(problem: Problem, by_source: Mapping[str, SourceDocument]) -> dict[st
     where = problem.source
     document = by_source.get(problem.source)
     if document is not None:
-        kind, item_id = document.kind, _item_id(document)
+        kind, item_id = document.kind, document.item_id
     elif registered := _REGISTERED.match(problem.source):
         # An item registered earlier that this bundle breaks (e.g. a schema it uses).
         kind, item_id = cast(Kind, registered.group(1)), registered.group(2)
@@ -247,14 +247,6 @@ def _error(problem: Problem, by_source: Mapping[str, SourceDocument]) -> dict[st
         notes.append(f"line {problem.line}")
     message = f"{problem.message} ({', '.join(notes)})" if notes else problem.message
     return {"kind": kind, "id": item_id, "path": format_path(problem.path), "message": message}
-
-
-def _item_id(document: SourceDocument) -> str | None:
-    data = document.data
-    if document.kind == "provider":
-        data = data.get("provider") if isinstance(data, dict) else None
-    item_id = data.get("id") if isinstance(data, dict) else None
-    return item_id if isinstance(item_id, str) else None
 
 
 def _content_type(headers: Mapping[str, str] | None) -> str | None:

@@ -220,7 +220,7 @@ class DefinitionStore:
 
 def _check(incoming: list[SourceDocument], latest: dict[Key, _Latest]) -> Catalog:
     """The catalog the registry would hold; DefinitionError names the offending items."""
-    replaced = {(document.kind, _item_id(document)) for document in incoming}
+    replaced = {(document.kind, document.item_id) for document in incoming}
     kept = [item.source for key, item in latest.items() if key not in replaced]
     # A value BSON cannot hold would fail the insert halfway through the bundle;
     # checked first, as hashing an integer beyond 64 bits raises TypeError.
@@ -230,16 +230,8 @@ def _check(incoming: list[SourceDocument], latest: dict[Key, _Latest]) -> Catalo
     return build_catalog([*kept, *incoming])
 
 
-def _item_id(document: SourceDocument) -> str | None:
-    data = document.data
-    if document.kind == "provider":
-        data = data.get("provider") if isinstance(data, dict) else None
-    item_id = data.get("id") if isinstance(data, dict) else None
-    return item_id if isinstance(item_id, str) else None
-
-
 def _key(document: SourceDocument) -> Key:
-    item_id = _item_id(document)
+    item_id = document.item_id
     assert item_id is not None, "only called once the bundle has been validated"
     return document.kind, item_id
 

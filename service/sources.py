@@ -36,6 +36,15 @@ class SourceDocument:
     def line_of(self, path: tuple[PathPart, ...]) -> int | None:
         return nearest_line(self.lines, path)
 
+    @property
+    def item_id(self) -> str | None:
+        """The document's id as written (a provider's under `provider`), if it is text."""
+        data = self.data
+        if self.kind == "provider":
+            data = data.get("provider") if isinstance(data, dict) else None
+        item_id = data.get("id") if isinstance(data, dict) else None
+        return item_id if isinstance(item_id, str) else None
+
 
 def read_paths(paths: Iterable[Path]) -> tuple[list[SourceDocument], list[Problem]]:
     """Read every definition file under `paths`; unreadable files become problems."""
