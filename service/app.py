@@ -23,22 +23,29 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pymongo import AsyncMongoClient
 
+from service.api.access import Access
+from service.api.app import api_app
+from service.api.context import ApiContext
+from service.cancels import Canceller, CancelResponder
 from service.config import Settings
 from service.connection import connect_nats
 from service.consumer import Consumer
 from service.dispatcher import Dispatcher
 from service.engine import Engine
 from service.errors import DefinitionError, NatsGone
-from service.health import health_routes
 from service.http_client import ServiceClients
 from service.intake import Intake
+from service.metrics import MeteredCaller, Metrics
 from service.publisher import DeltaPublisher
+from service.queries import Queries
+from service.ratelimit import RateLimiter
 from service.recovery import recover_forever
 from service.registration import CHANGED_SUBJECT, RegistrationResponder
 from service.registry import DefinitionStore
 from service.sources import KIND_FOLDERS, read_paths
 from service.store import ExecutionStore
 from service.streams import StreamNames, ensure_consumer, ensure_streams
+from service.submission import Submitter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,11 +67,18 @@ class Service:
     engine: Engine
     dispatcher: Dispatcher
     consumer: Consumer
+    canceller: Canceller
+    metrics: Metrics
     http_port: int
 
     async def reload(self) -> None:
         """Use the latest registered definitions from now on."""
         self.engine.catalog = await self.definitions.catalog()
+
+    async def announce(self) -> None:
+        """Reload here, then tell the other replicas to reload too."""
+        await self.reload()
+        await self.nc.publish(CHANGED_SUBJECT, b"")
 
 
 async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None = None) -> int:
@@ -114,9 +128,15 @@ async def start(
         store = ExecutionStore(db, lease_ms=settings.lease_ms)
         await store.ensure_indexes()
         clients = await stack.enter_async_context(ServiceClients(settings.services))
-        publisher = DeltaPublisher(js, prefix=names.deltas_prefix)
+        metrics = Metrics()
+        publisher = DeltaPublisher(js, prefix=names.deltas_prefix, metrics=metrics)
         engine = Engine(
-            await definitions.catalog(), store, clients, sink=publisher, versions=definitions
+            await definitions.catalog(),
+            store,
+            MeteredCaller(clients, metrics),
+            sink=publisher,
+            versions=definitions,
+            metrics=metrics,
         )
         dispatcher = Dispatcher(
             engine, concurrency=settings.max_concurrency, lease_ms=settings.lease_ms
@@ -129,6 +149,7 @@ async def start(
             worker_id=engine.worker_id,
             dispatch=dispatcher.submit,
             max_event_bytes=settings.max_event_bytes,
+            metrics=metrics,
         )
         consumer = Consumer(
             js,
@@ -138,7 +159,21 @@ async def start(
             max_backlog=settings.max_concurrency * 4,
             connection_closed=lambda: nc.is_closed,
         )
-        service = Service(settings, nc, mongo, definitions, store, engine, dispatcher, consumer, 0)
+        metrics.watch_backlog(lambda: dispatcher.backlog)
+        canceller = Canceller(nc, store, engine, dispatcher)
+        service = Service(
+            settings,
+            nc,
+            mongo,
+            definitions,
+            store,
+            engine,
+            dispatcher,
+            consumer,
+            canceller,
+            metrics,
+            http_port=0,
+        )
         await stack.enter_async_context(
             _closing_quietly(RegistrationResponder(nc, definitions, on_change=service.reload))
         )
@@ -168,6 +203,7 @@ async def _workers(
         recovering = group.create_task(
             recover_forever(store, dispatcher, publisher, interval_s=interval_s)
         )
+        answering = group.create_task(CancelResponder(service.nc, service.canceller).run())
         try:
             yield
         finally:
@@ -176,6 +212,7 @@ async def _workers(
             await asyncio.wait({consuming}, timeout=CONSUMER_STOP_TIMEOUT_S)
             consuming.cancel()
             recovering.cancel()
+            answering.cancel()
             # Queued work goes back at once rather than when its lease runs out.
             await store.release(dispatcher.take_queued())
             if not await dispatcher.drain(DRAIN_TIMEOUT_S):
@@ -185,7 +222,7 @@ async def _workers(
 
 @asynccontextmanager
 async def _http(service: Service) -> AsyncIterator[int]:
-    app = web.Application()
+    settings = service.settings
 
     async def nats_ready() -> bool:
         return bool(service.nc.is_connected)
@@ -194,7 +231,22 @@ async def _http(service: Service) -> AsyncIterator[int]:
         await service.mongo.admin.command("ping")
         return True
 
-    health_routes(app, {"nats": nats_ready, "mongodb": mongodb_ready})
+    if not settings.api_tokens:
+        logger.warning("BLOBFLOW_API_TOKENS is unset: the HTTP API is open to every caller")
+    db = service.mongo[settings.mongodb_database]
+    context = ApiContext(
+        store=service.store,
+        queries=Queries(db),
+        definitions=service.definitions,
+        catalog=lambda: service.engine.catalog,
+        submitter=Submitter(service.store, service.dispatcher, service.engine.worker_id),
+        canceller=service.canceller,
+        metrics=service.metrics,
+        announce=service.announce,
+    )
+    access = Access(settings.api_tokens, RateLimiter(settings.rate_limit, settings.rate_burst))
+    probes = {"nats": nats_ready, "mongodb": mongodb_ready}
+    app = api_app(context, access, probes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, service.settings.http_host, service.settings.http_port)

@@ -20,6 +20,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from service.cancellation import raise_if_cancelling
 from service.dispatcher import Dispatcher
 from service.errors import NatsGone
 from service.intake import Intake
@@ -65,6 +66,7 @@ class Consumer:
         batch = 1
         quiet_since = time.monotonic()
         while not self._stopping.is_set():
+            raise_if_cancelling()
             await self.dispatcher.wait_for_room(self.max_backlog)
             try:
                 messages = await subscription.fetch(batch, timeout=self.fetch_timeout_s)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from service.cancellation import raise_if_cancelling
 from service.engine import Engine
 from service.records import Execution
 from service.store import Lease, LeaseLost
@@ -30,6 +31,7 @@ class _Item:
     execution: Execution | None = field(compare=False, default=None)
     lease: Lease | None = field(compare=False, default=None)
     queued_at: float = field(compare=False, default_factory=time.monotonic)
+    withdrawn: bool = field(compare=False, default=False)
 
 
 class Dispatcher:
@@ -40,6 +42,7 @@ class Dispatcher:
         self._queue: asyncio.PriorityQueue[_Item] = asyncio.PriorityQueue()
         self._arrivals = itertools.count()
         self._known: set[str] = set()
+        self._waiting: dict[str, _Item] = {}
         self._busy = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -80,11 +83,25 @@ class Dispatcher:
                 break
         return self._busy == 0
 
+    def withdraw(self, execution_id: str) -> tuple[Execution, Lease] | None:
+        """Take a leased execution out of the queue before it starts (to cancel it)."""
+        item = self._waiting.get(execution_id)
+        if item is None or item.execution is None or item.lease is None:
+            return None
+        del self._waiting[execution_id]
+        item.withdrawn = True  # the heap keeps it; the worker that pops it skips it
+        self._known.discard(execution_id)
+        self._room.set()
+        return item.execution, item.lease
+
     def take_queued(self) -> list[Lease]:
         """Empty the queue, returning the leases of what had not started (to hand back)."""
         leases = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
+            if item.withdrawn:
+                continue
+            self._waiting.pop(item.execution_id, None)
             self._known.discard(item.execution_id)
             if item.lease is not None:
                 leases.append(item.lease)
@@ -97,11 +114,16 @@ class Dispatcher:
         if item.execution_id in self._known:
             return  # already queued or running here
         self._known.add(item.execution_id)
+        self._waiting[item.execution_id] = item
         self._queue.put_nowait(item)
 
     async def _work(self) -> None:
         while True:
+            raise_if_cancelling()
             item = await self._queue.get()
+            if item.withdrawn:
+                continue
+            self._waiting.pop(item.execution_id, None)
             self._busy += 1
             try:
                 await self._execute(item)

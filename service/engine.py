@@ -14,13 +14,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from service.cancellation import CancelToken
+from service.cancellation import CancelToken, raise_if_cancelling
 from service.catalog import Catalog
 from service.compiler import CompiledWorkflow
 from service.deltas import DeltaDraft
 from service.events import BlobEvent
 from service.executor import DeltaSink, Executor
 from service.logs import bound
+from service.metrics import Metrics
 from service.records import Execution, LogLine, StepRecord, event_execution_id
 from service.step_calls import Caller
 from service.store import ExecutionStore, Lease, LeaseLost
@@ -69,6 +70,16 @@ def new_execution(
     )
 
 
+class _Run:
+    """One execution running in this process: how to stop it, and when it has stopped."""
+
+    __slots__ = ("done", "token")
+
+    def __init__(self) -> None:
+        self.token = CancelToken()
+        self.done = asyncio.Event()
+
+
 class Engine:
     def __init__(
         self,
@@ -78,14 +89,16 @@ class Engine:
         worker_id: str | None = None,
         sink: DeltaSink | None = None,
         versions: WorkflowVersions | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.sink = sink
         self.versions = versions
         self.catalog = catalog
         self.store = store
         self.caller = caller
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
-        self._tokens: dict[str, CancelToken] = {}
+        self._runs: dict[str, _Run] = {}
 
     async def start(self, event: BlobEvent, binding: Binding) -> Execution | None:
         """Create and run the execution of `binding` for `event`.
@@ -114,12 +127,31 @@ class Engine:
             return None
         return await self._run(workflow, execution, lease)
 
-    async def run_leased(self, execution: Execution, lease: Lease) -> Execution | None:
-        """Run an execution this worker created leased to itself (see `store.create_many`)."""
+    async def run_leased(
+        self, execution: Execution, lease: Lease, *, cancelled: bool = False
+    ) -> Execution | None:
+        """Run an execution this worker created leased to itself (see `store.create_many`).
+
+        `cancelled` runs it only to cancel it: no step starts, the status becomes cancelled.
+        """
         workflow = await self._workflow_for(execution)
         if workflow is None:
             return None
-        return await self._run(workflow, execution, lease)
+        return await self._run(workflow, execution, lease, cancelled=cancelled)
+
+    async def cancel_unowned(self, execution_id: str) -> Execution | None:
+        """Claim an execution nobody holds and cancel it here, compensating what it did.
+
+        None when it is not claimable (finished, or another worker holds it).
+        """
+        claimed = await self.store.claim(execution_id, self.worker_id)
+        if claimed is None:
+            return None
+        execution, lease = claimed
+        workflow = await self._workflow_for(execution)
+        if workflow is None:
+            return None
+        return await self._run(workflow, execution, lease, cancelled=True)
 
     async def _workflow_for(self, execution: Execution) -> CompiledWorkflow | None:
         """The workflow version the execution started on: runs finish on their version."""
@@ -137,30 +169,53 @@ class Engine:
 
     def cancel(self, execution_id: str) -> bool:
         """Ask a run in this process to stop; False when it does not run here."""
-        token = self._tokens.get(execution_id)
-        if token is None:
+        run = self._runs.get(execution_id)
+        if run is None:
             return False
-        token.cancel()
+        run.token.cancel()
+        return True
+
+    async def cancel_running(self, execution_id: str) -> bool:
+        """Stop a run in this process and wait until it has compensated and recorded it.
+
+        False when it does not run here.
+        """
+        run = self._runs.get(execution_id)
+        if run is None:
+            return False
+        run.token.cancel()
+        await run.done.wait()
         return True
 
     @property
     def running(self) -> Mapping[str, CancelToken]:
-        return self._tokens
+        return {execution_id: run.token for execution_id, run in self._runs.items()}
 
     async def _run(
-        self, workflow: CompiledWorkflow, execution: Execution, lease: Lease
+        self,
+        workflow: CompiledWorkflow,
+        execution: Execution,
+        lease: Lease,
+        *,
+        cancelled: bool = False,
     ) -> Execution | None:
         with bound(
             execution_id=execution.id,
             workflow_id=execution.workflow_id,
             event_id=execution.event_id,
         ):
-            return await self._run_bound(workflow, execution, lease)
+            run = self._runs.setdefault(execution.id, _Run())
+            if cancelled or execution.cancel_requested:
+                run.token.cancel()
+            try:
+                return await self._run_bound(workflow, execution, lease, run.token)
+            finally:
+                self._runs.pop(execution.id, None)
+                run.done.set()
 
     async def _run_bound(
-        self, workflow: CompiledWorkflow, execution: Execution, lease: Lease
+        self, workflow: CompiledWorkflow, execution: Execution, lease: Lease, token: CancelToken
     ) -> Execution | None:
-        token = self._tokens.setdefault(execution.id, CancelToken())
         spec = workflow.spec
         executor = Executor(
             workflow,
@@ -171,7 +226,9 @@ class Engine:
             input_schema=self.catalog.validators.get(spec.input_schema_id or ""),
             output_schema=self.catalog.validators.get(spec.output_schema_id or ""),
             sink=self.sink,
+            metrics=self.metrics,
         )
+        self.metrics.execution_started(execution.workflow_id)
         result: Execution | None = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -184,13 +241,14 @@ class Engine:
             # Another worker took this execution over; it carries on from the
             # last checkpoint, so this one stops without compensating.
             logger.warning("lost the lease of execution %s; stopped", execution.id)
-        finally:
-            self._tokens.pop(execution.id, None)
+        if result is not None:
+            self.metrics.execution_finished(result.workflow_id, result.status)
         return result
 
     async def _heartbeat(self, lease: Lease) -> None:
         """Keep the lease while a long step runs; checkpoints renew it too."""
         interval_s = self.store.lease_ms / 3000
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(interval_s)
             await self.store.renew(lease)

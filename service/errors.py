@@ -137,3 +137,35 @@ class NatsGone(BlobflowError):
 
 class UnstorableError(BlobflowError, ValueError):
     """Data the database cannot hold, such as an integer beyond 64 bits."""
+
+
+class ApiError(BlobflowError):
+    """A request the HTTP API refuses: the status, a stable code and a message for people.
+
+    `details` carries what a client can act on, such as each schema violation.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[object] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = tuple(details)
+        self.headers = headers or {}
+        super().__init__(message)
+
+
+def not_found(what: str) -> ApiError:
+    # Also the answer for what exists but is not the caller's: existence does not leak.
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def bad_parameter(name: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_parameter", f"{name}: {message}")

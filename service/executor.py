@@ -18,6 +18,7 @@ from service.compiler import CompiledStep, CompiledWorkflow
 from service.deltas import DeltaDraft, derive_deltas
 from service.errors import DeltaError, ExecutionCancelled, UnstorableError
 from service.jsonschemas import SchemaValidator
+from service.metrics import Metrics
 from service.records import SETTLED_STEPS, Decision, Execution, LogLevel, LogLine, now
 from service.step_calls import Caller, call_step, compensate
 
@@ -51,6 +52,7 @@ class Executor:
         input_schema: SchemaValidator | None = None,
         output_schema: SchemaValidator | None = None,
         sink: DeltaSink | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.workflow = workflow
         self.execution = execution
@@ -60,6 +62,7 @@ class Executor:
         self.input_schema = input_schema
         self.output_schema = output_schema
         self.sink = sink
+        self.metrics = metrics
         self.deltas: Sequence[dict[str, Any]] = ()
         self._logs: list[LogLine] = []
 
@@ -81,6 +84,8 @@ class Executor:
             return await self._end("cancelled", "cancelled on request")
 
     async def _run(self) -> Execution:
+        # Cancelled before it began (a queued or unowned run): no step starts.
+        self.token.check()
         fresh = all(s.status == "pending" for s in self.execution.steps)
         if self.execution.started_at is None or self.execution.status == "pending":
             self.execution = replace(
@@ -119,6 +124,8 @@ class Executor:
                 await self.checkpoint()
                 return False
         record = await call_step(self, step, context)
+        if self.metrics is not None:
+            self.metrics.step_finished(self.workflow.id, record)
         before = self.execution
         self.execution = self.execution.with_step(record)
         if record.status == "completed" and spec.variables and isinstance(record.output, dict):
@@ -180,6 +187,8 @@ class Executor:
             self.deltas = await self.persistence.store_deltas(self.execution, drafts)
         except UnstorableError as exc:
             return await self._end("failed", f"deltas cannot be stored: {exc}")
+        if self.metrics is not None:
+            self.metrics.stored(len(self.deltas))
         # Published before the final write, which records the outcome: no
         # extra round trip, and a crash in between republishes on resume.
         published = not self.deltas or (

@@ -24,6 +24,7 @@ from service.catalog import Catalog
 from service.dead_letters import dead_letter, dead_letter_msg_id, publish_dead_letter
 from service.engine import new_execution
 from service.events import EventError, decode_event
+from service.metrics import Metrics
 from service.records import Execution, now
 from service.store import ExecutionStore, Lease
 from service.streams import StreamNames
@@ -55,6 +56,7 @@ class Intake:
         worker_id: str,
         dispatch: Dispatch,
         max_event_bytes: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.js = js
         self.names = names
@@ -63,6 +65,7 @@ class Intake:
         self.worker_id = worker_id
         self.dispatch = dispatch
         self.max_event_bytes = max_event_bytes
+        self.metrics = metrics or Metrics()
         self.kinds: dict[str, EventKind] = {
             names.created_subject: "onCreate",
             names.updated_subject: "onUpdate",
@@ -83,6 +86,7 @@ class Intake:
         return outcome
 
     async def handle(self, msg: Msg) -> Outcome:
+        self.metrics.event_received()
         try:
             event = decode_event(msg.data, msg.subject, self.max_event_bytes, self.kinds)
         except EventError as exc:
@@ -128,6 +132,7 @@ class Intake:
             logger.warning("dead letter not confirmed, redelivering: %s", exc)
             return Outcome("nak", "dead-letter stream unavailable", RETRY_DELAY_S)
         logger.info("dead-lettered message %s: %s", sequence, error)
+        self.metrics.event_rejected(error.reason)
         return Outcome("ack", f"dead-lettered: {error.reason}")
 
 

@@ -20,6 +20,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from service.jsonvalues import compact_json
+from service.metrics import Metrics
 from service.store import ExecutionStore
 from service.subjects import delta_subject
 
@@ -54,9 +55,15 @@ def delta_event(delta: Mapping[str, Any]) -> bytes:
 
 class DeltaPublisher:
     def __init__(
-        self, js: JetStreamContext, *, prefix: str = "deltas", timeout_s: float = 5
+        self,
+        js: JetStreamContext,
+        *,
+        prefix: str = "deltas",
+        timeout_s: float = 5,
+        metrics: Metrics | None = None,
     ) -> None:
         self.js = js
+        self.metrics = metrics or Metrics()
         self.prefix = prefix
         self.timeout_s = timeout_s
 
@@ -67,6 +74,7 @@ class DeltaPublisher:
         except (NatsError, TimeoutError) as exc:
             logger.warning("delta events not confirmed, will retry: %s", exc)
             return False
+        self.metrics.published(len(deltas))
         return True
 
     async def _publish_one(self, delta: Mapping[str, Any]) -> None:

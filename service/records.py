@@ -92,6 +92,8 @@ class Execution:
     vars: Mapping[str, Any] = field(default_factory=dict)
     # False while stored deltas still await their events on NATS.
     deltas_published: bool = False
+    # Set by a cancel request, never by a checkpoint: whoever runs it next cancels it.
+    cancel_requested: bool = False
 
     @property
     def progress(self) -> dict[str, int]:
@@ -139,6 +141,7 @@ def to_document(execution: Execution) -> dict[str, Any]:
         "input": dict(execution.input),
         **mutable_fields(execution),
         "created_at": execution.created_at,
+        "cancel_requested": execution.cancel_requested,
     }
 
 
@@ -184,6 +187,7 @@ def from_document(document: Mapping[str, Any]) -> Execution:
         decisions=tuple(Decision(**d) for d in document.get("decisions", ())),
         vars=document.get("vars") or {},
         deltas_published=document.get("deltas_published", False),
+        cancel_requested=document.get("cancel_requested", False),
     )
 
 

@@ -13,6 +13,7 @@ import logging
 from nats.errors import Error as NatsError
 from pymongo.errors import PyMongoError
 
+from service.cancellation import raise_if_cancelling
 from service.dispatcher import Dispatcher
 from service.publisher import DeltaPublisher, republish
 from service.store import ExecutionStore
@@ -40,6 +41,7 @@ async def recover_forever(
     interval_s: float,
 ) -> None:
     while True:
+        raise_if_cancelling()
         try:
             found = await recover_once(store, dispatcher, publisher)
             if found:

@@ -137,6 +137,15 @@ class DefinitionStore:
         )
         return None if row is None else row["document"]
 
+    async def versions(self, kind: Kind, item_id: str) -> list[Document]:
+        """Every committed version of one item, newest first, each as registered."""
+        cursor = self.definitions.find(
+            {"kind": kind, "id": item_id, "committed": True},
+            {"version": True, "hash": True, "document": True, "registered_at": True},
+            sort=[("version", DESCENDING)],
+        )
+        return [row async for row in cursor]
+
     async def compiled_workflow(self, workflow_id: str, version: int) -> CompiledWorkflow | None:
         """One version of a workflow, so an execution can finish on the one it started on."""
         data = await self.document("workflow", workflow_id, version)

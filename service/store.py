@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from service.deltas import DeltaDraft
 from service.errors import BlobflowError, UnstorableError
+from service.queries import LIST_FILTERS
 from service.records import (
     Execution,
     LogLine,
@@ -39,6 +40,10 @@ from service.records import (
 Document = dict[str, Any]
 MAX_VERSION_RETRIES = 100
 _NOW_MS: Document = {"$toLong": "$$NOW"}
+_LISTINGS: dict[str, list[tuple[str, int]]] = {
+    "all": [],
+    **{name: [(name, ASCENDING)] for name in LIST_FILTERS},
+}
 
 
 class LeaseLost(BlobflowError):
@@ -78,16 +83,14 @@ class ExecutionStore:
                     unique=True,
                     name="event_binding",
                 ),
-                IndexModel([("created_at", DESCENDING)], name="created"),
-                IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status"),
-                IndexModel(
-                    [("workflow_id", ASCENDING), ("created_at", DESCENDING)], name="workflow"
+                # The API's listings: each filter, newest first, `_id` breaking ties.
+                *(
+                    IndexModel(
+                        [*keys, ("created_at", DESCENDING), ("_id", DESCENDING)],
+                        name=f"list_{name}",
+                    )
+                    for name, keys in _LISTINGS.items()
                 ),
-                IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="user"),
-                IndexModel(
-                    [("provider_id", ASCENDING), ("created_at", DESCENDING)], name="provider"
-                ),
-                IndexModel([("blob_id", ASCENDING), ("created_at", DESCENDING)], name="blob"),
                 IndexModel([("status", ASCENDING), ("lease.expires_ms", ASCENDING)], name="lease"),
                 IndexModel(
                     [("completed_at", ASCENDING)],
@@ -219,6 +222,23 @@ class ExecutionStore:
         for lease in leases:
             await self.executions.update_one(lease.fence, {"$set": {"lease.expires_ms": 0}})
 
+    async def request_cancel(self, execution_id: str) -> bool:
+        """Record that the execution must be cancelled; False when it has finished."""
+        result = await self.executions.update_one(
+            {"_id": execution_id, "status": {"$in": ["pending", "running"]}},
+            {"$set": {"cancel_requested": True}},
+        )
+        return result.matched_count == 1
+
+    async def get_with_owner(self, execution_id: str) -> tuple[Execution, str | None] | None:
+        """The execution and the worker holding a live lease on it, if any (this clock)."""
+        document = await self.executions.find_one({"_id": execution_id}, {"logs": False})
+        if document is None:
+            return None
+        lease = document.get("lease") or {}
+        live = lease.get("expires_ms", 0) > int(now().timestamp() * 1000)
+        return from_document(document), lease.get("owner") if live else None
+
     async def get(self, execution_id: str) -> Execution | None:
         document = await self.executions.find_one({"_id": execution_id}, {"logs": False})
         return None if document is None else from_document(document)
@@ -308,6 +328,8 @@ def _delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Docu
         "workflow_version": execution.workflow_version,
         "execution_id": execution.id,
         "event_id": execution.event_id,
+        # Whose blob: the API shows a user only the deltas of its own executions.
+        "user_id": execution.user_id,
         "type": draft.type,
         "path": draft.path,
         "new_value": draft.new_value,

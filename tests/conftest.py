@@ -16,6 +16,7 @@ depend on pytest-asyncio's loop scopes. Per-test isolation comes from unique nam
 | `mongo_client`   | function | `AsyncMongoClient` (async)                              |
 | `mongo_db`       | function | `AsyncDatabase` named `mongo_db_name` (async)           |
 | `downstream`     | function | scripted HTTP server `Downstream` on the test's loop    |
+| `api`            | function | the whole service and a client for its HTTP API         |
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
 
+    from tests.api_support import Api
     from tests.servers import Downstream, MongoDeployment, NatsServer
 
 
@@ -134,6 +136,21 @@ async def downstream() -> AsyncIterator[Downstream]:
 
     async with Downstream() as server:
         yield server
+
+
+@pytest_asyncio.fixture
+async def api(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    stream_prefix: str,
+    downstream: Downstream,
+) -> AsyncIterator[Api]:
+    """The whole service with tokens for root (admin), alice and bob; see tests/api_support.py."""
+    from tests.api_support import running_api
+
+    async with running_api(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as api:
+        yield api
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.cancellation import CancelToken
+from service.cancellation import CancelToken, raise_if_cancelling
 from service.errors import ExecutionCancelled
 
 
@@ -68,3 +68,27 @@ async def test_task_cancellation_is_not_turned_into_a_cancel_request() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not token.cancelled
+
+
+@pytest.mark.asyncio
+async def test_a_swallowed_cancel_is_delivered_at_the_next_round() -> None:
+    rounds = 0
+    swallowing = asyncio.Event()
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            raise_if_cancelling()
+            rounds += 1
+            try:
+                swallowing.set()
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # what a library that swallows a cancel does
+
+    task = asyncio.ensure_future(loop())
+    await swallowing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rounds == 1

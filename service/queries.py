@@ -1,0 +1,75 @@
+"""What the HTTP API reads: execution listings, logs and blob histories.
+
+Every listing is one indexed find (sorted newest first, with `_id` breaking
+ties so pages never overlap) plus one count over the same filter; the indexes
+are declared by `ExecutionStore.ensure_indexes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
+LIST_FILTERS = ("workflow_id", "status", "user_id", "provider_id", "blob_id")
+NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
+# A listing shows the summary; the record route shows the rest.
+SUMMARY_EXCLUDES = ("input", "output", "steps", "decisions", "vars", "logs", "lease")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Document]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionLogs:
+    workflow_id: str
+    user_id: str
+    lines: list[Document]
+
+
+class Queries:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.executions = db["executions"]
+        self.deltas = db["deltas"]
+
+    async def executions_page(self, filters: Mapping[str, str], *, limit: int, offset: int) -> Page:
+        query = {name: value for name, value in filters.items() if name in LIST_FILTERS}
+        cursor = self.executions.find(
+            query,
+            dict.fromkeys(SUMMARY_EXCLUDES, False),
+            sort=NEWEST_FIRST,
+            skip=offset,
+            limit=limit,
+        )
+        items = [document async for document in cursor]
+        total = await self.executions.count_documents(query)
+        return Page(items, total)
+
+    async def execution_logs(self, execution_id: str) -> ExecutionLogs | None:
+        document = await self.executions.find_one(
+            {"_id": execution_id}, {"workflow_id": True, "user_id": True, "logs": True}
+        )
+        if document is None:
+            return None
+        return ExecutionLogs(
+            document["workflow_id"], document["user_id"], list(document.get("logs") or ())
+        )
+
+    async def blob_deltas(
+        self, blob_id: str, *, user_id: str | None, limit: int, offset: int
+    ) -> Page:
+        """The blob's deltas by version; only those of `user_id`'s executions when given."""
+        query: Document = {"blob_id": blob_id}
+        if user_id is not None:
+            query["user_id"] = user_id
+        cursor = self.deltas.find(query, sort=[("version", ASCENDING)], skip=offset, limit=limit)
+        items = [document async for document in cursor]
+        total = await self.deltas.count_documents(query)
+        return Page(items, total)

@@ -1,0 +1,205 @@
+"""Cancel over HTTP, wherever the execution is: running here, on another replica, queued,
+pending with nobody on it, or held by a replica that is gone."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from service.records import Execution, StepRecord, now
+from tests.api_support import ALICE, BOB, Api, running_api
+from tests.servers import Downstream, MongoDeployment, NatsServer, Reply
+from tests.support import eventually
+
+OK = Reply(200, json={"ok": True})
+HANGING: dict[str, Any] = {
+    "id": "hanging",
+    "provider_id": "cancel-tests",
+    "name": "Second step never answers",
+    "steps": [
+        {
+            "id": "first",
+            "service": "studio",
+            "endpoint": "/first",
+            "compensation": {"service": "studio", "endpoint": "/undo/first"},
+        },
+        {"id": "hang", "service": "studio", "endpoint": "/hang", "timeout_seconds": 60},
+        {"id": "never", "service": "studio", "endpoint": "/never"},
+    ],
+}
+PROVIDER = {"provider": {"id": "cancel-tests", "name": "Cancel tests"}, "workflows": []}
+RUN = {"input": {"blob_id": "blob-c", "user_id": "alice"}}
+
+
+def script(downstream: Downstream) -> None:
+    downstream.script("POST", "/first", [OK])
+    downstream.script("POST", "/hang", [Reply(200, hang=True)])
+    downstream.script("POST", "/undo/first", [OK])
+
+
+async def register(api: Api) -> None:
+    reply = await api.post("/v1/registry", json={"workflows": [HANGING], "providers": [PROVIDER]})
+    assert reply.status == 200, reply.text
+
+
+async def start_hanging(api: Api, downstream: Downstream, hangs: int = 1) -> str:
+    reply = await api.post("/v1/workflows/hanging/execute", json=RUN)
+    assert reply.status == 202, reply.text
+    await downstream.wait_for_calls("POST", "/hang", count=hangs, timeout_s=10)
+    return str(reply.body["execution_id"])
+
+
+def assert_cancelled_after_first(record: dict[str, Any]) -> None:
+    assert record["status"] == "cancelled"
+    assert record["cancelled_at"] is not None
+    steps = [(s["id"], s["kind"], s["status"]) for s in record["steps"]]
+    assert steps == [
+        ("first", "step", "completed"),
+        ("hang", "step", "cancelled"),
+        ("never", "step", "cancelled"),
+        ("first", "compensation", "completed"),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_cancel_aborts_the_hanging_call_and_compensates(
+    api: Api, downstream: Downstream
+) -> None:
+    script(downstream)
+    await register(api)
+    execution_id = await start_hanging(api, downstream)
+    started = time.monotonic()
+    reply = await api.post(f"/v1/executions/{execution_id}/cancel")
+    elapsed_s = time.monotonic() - started
+    assert reply.status == 200, reply.text
+    assert_cancelled_after_first(reply.body)
+    assert len(downstream.calls("POST", "/undo/first")) == 1
+    assert downstream.calls("POST", "/never") == []
+    assert elapsed_s < 5  # measured well under one second; the bound only catches a hang
+    again = await api.post(f"/v1/executions/{execution_id}/cancel")
+    assert again.status == 409
+    assert again.body["error"] == {
+        "code": "already_finished",
+        "message": f"execution {execution_id!r} is cancelled",
+    }
+
+
+@pytest.mark.asyncio
+async def test_cancel_reaches_the_replica_that_runs_it(
+    api: Api,
+    downstream: Downstream,
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    stream_prefix: str,
+) -> None:
+    script(downstream)
+    await register(api)
+    async with running_api(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as other:
+        await other.service.reload()
+        execution_id = await start_hanging(api, downstream)
+        assert execution_id in api.service.engine.running
+        reply = await other.post(f"/v1/executions/{execution_id}/cancel")
+        assert reply.status == 200, reply.text
+        assert_cancelled_after_first(reply.body)
+        assert len(downstream.calls("POST", "/undo/first")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_queued_execution_is_cancelled_before_it_starts(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    stream_prefix: str,
+    downstream: Downstream,
+) -> None:
+    script(downstream)
+    async with running_api(
+        nats_server, mongodb, mongo_db_name, stream_prefix, downstream, max_concurrency="1"
+    ) as api:
+        await register(api)
+        running = await start_hanging(api, downstream)
+        queued = (await api.post("/v1/workflows/hanging/execute", json=RUN)).body["execution_id"]
+        reply = await api.post(f"/v1/executions/{queued}/cancel")
+        assert reply.status == 200, reply.text
+        assert reply.body["status"] == "cancelled"
+        assert reply.body["started_at"] is None
+        assert {s["status"] for s in reply.body["steps"]} == {"cancelled"}
+        assert len(downstream.calls("POST", "/first")) == 1  # the running one's only
+        assert (await api.post(f"/v1/executions/{running}/cancel")).status == 200
+
+
+def pending(execution_id: str, user_id: str = "alice") -> Execution:
+    return Execution(
+        id=execution_id,
+        event_id=f"evt-{execution_id}",
+        provider_id="cancel-tests",
+        workflow_id="hanging",
+        workflow_version=1,
+        blob_id="blob-c",
+        user_id=user_id,
+        priority=0,
+        input={"blob_id": "blob-c"},
+        steps=tuple(StepRecord(step["id"]) for step in HANGING["steps"]),
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_pending_execution_nobody_holds_is_cancelled_at_once(
+    api: Api, downstream: Downstream
+) -> None:
+    await register(api)
+    await api.service.store.create(pending("p-1"))
+    reply = await api.post("/v1/executions/p-1/cancel", token=ALICE)
+    assert reply.status == 200, reply.text
+    assert reply.body["status"] == "cancelled"
+    assert {s["status"] for s in reply.body["steps"]} == {"cancelled"}
+    assert downstream.requests == []
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_for_a_gone_owner_is_recorded_and_carried_out_on_takeover(
+    api: Api, downstream: Downstream
+) -> None:
+    await register(api)
+    store = api.service.store
+    await store.create(pending("p-2"))
+    expires_ms = int(now().timestamp() * 1000) + 1500
+    lease = {"owner": "gone-worker", "epoch": 1, "expires_ms": expires_ms}
+    await store.executions.update_one(
+        {"_id": "p-2"}, {"$set": {"status": "running", "lease": lease}}
+    )
+    reply = await api.post("/v1/executions/p-2/cancel")
+    assert reply.status == 202, reply.text
+    assert reply.body["status"] == "running"
+    assert reply.body["cancel_requested"] is True
+
+    async def cancelled() -> bool:
+        record = await store.get("p-2")
+        return record is not None and record.status == "cancelled"
+
+    await eventually(cancelled, timeout_s=15)
+    assert downstream.requests == []
+
+
+@pytest.mark.asyncio
+async def test_another_users_execution_cannot_be_cancelled(api: Api) -> None:
+    await api.service.store.create(pending("p-3", user_id="alice"))
+    reply = await api.post("/v1/executions/p-3/cancel", token=BOB)
+    assert reply.status == 404
+    record = await api.service.store.get("p-3")
+    assert record is not None
+    assert (record.status, record.cancel_requested) == ("pending", False)
+    assert (await api.post("/v1/executions/nope/cancel")).status == 404
+
+
+@pytest.mark.asyncio
+async def test_cancel_requested_is_honoured_by_whoever_runs_it_next(api: Api) -> None:
+    await register(api)
+    await api.service.store.create(pending("p-4"))
+    assert await api.service.store.request_cancel("p-4")
+    result = await api.service.engine.resume("p-4")
+    assert result is not None
+    assert result.status == "cancelled"
