@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -69,7 +70,10 @@ class Canceller:
     async def cancel(self, execution_id: str) -> CancelResult:
         """Cancel and wait for it, up to `wait_s` for a run on another worker."""
         execution: Execution | None = None
+        deadline = time.monotonic() + self.wait_s
         for round_number in range(MAX_ROUNDS):
+            if time.monotonic() >= deadline:
+                break
             found = await self.store.get_with_owner(execution_id)
             if found is None:
                 return CancelResult("missing", None)
@@ -88,7 +92,7 @@ class Canceller:
                     continue  # another worker claimed it first: ask that one
             elif owner == self.engine.worker_id:
                 await self.cancel_here(execution_id)
-            elif not await self._ask(owner, execution_id):
+            elif not await self._ask(owner, execution_id, deadline - time.monotonic()):
                 # The owner is gone or slow: the recorded request stands, and
                 # whoever takes the execution over cancels it.
                 break
@@ -113,10 +117,12 @@ class Canceller:
         await self.engine.run_leased(execution, lease, cancelled=True)
         return True
 
-    async def _ask(self, owner: str, execution_id: str) -> bool:
+    async def _ask(self, owner: str, execution_id: str, timeout_s: float) -> bool:
         """True once the owner has answered (done or not running there); False if silent."""
         try:
-            await self.nc.request(cancel_subject(owner), execution_id.encode(), timeout=self.wait_s)
+            await self.nc.request(
+                cancel_subject(owner), execution_id.encode(), timeout=max(timeout_s, 0.1)
+            )
         except NoRespondersError:
             logger.info("owner %s of execution %s is gone", owner, execution_id)
             return False

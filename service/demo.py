@@ -21,11 +21,13 @@ Every endpoint honours `Idempotency-Key` as blobflow sends it: the first answer 
 a key (per method and path) is kept and replayed, marked `Idempotent-Replayed: true`,
 without doing the work again; side effects (job and blob numbering) show when it
 matters. A body that is not a JSON object with the fields an endpoint needs gets
-400 `{"error": {"code": "bad_request", "message": ...}}`.
+400 `{"error": {"code": "bad_request", "message": ...}}`. A blob id starting with
+`slow-` makes POST /providers/trigger answer after 30 s: a run to cancel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -43,6 +45,9 @@ Compute = Callable[["DemoState", Json, Mapping[str, str]], Json]
 
 # Plenty for a first run; the oldest answers are forgotten past it.
 _MAX_REMEMBERED = 10_000
+# A blob whose id starts with `slow-` makes provider processing take this long.
+SLOW_PATHS = frozenset({"/providers/trigger"})
+SLOW_S = 30.0
 _MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
 _STYLE = re.compile(r"\ban? ([\w-]+) style\b", re.IGNORECASE)
 _SENTENCES = {
@@ -278,6 +283,9 @@ def _endpoint(compute: Compute, *, reads_body: bool = True) -> Handler:
             if not isinstance(parsed, dict):
                 return _error(400, "bad_request", "the body must be a JSON object")
             body = parsed
+        if request.path in SLOW_PATHS and str(body.get("blob_id", "")).startswith("slow-"):
+            # Something to cancel in the README's walkthrough.
+            await asyncio.sleep(SLOW_S)
         key = request.headers.get("Idempotency-Key")
         scope = (request.method, request.path, key) if key else None
         if scope is not None and scope in state.answers:

@@ -18,7 +18,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from service.errors import HttpCallError
 from service.http_client import HttpResponse
@@ -127,8 +127,8 @@ class Metrics:
         self.api_requests.labels(route, str(status)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
-        """The text format and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The text format and its content type (0.0.4: what every scraper reads)."""
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
 class MeteredCaller:

@@ -18,7 +18,23 @@ Document = dict[str, Any]
 LIST_FILTERS = ("workflow_id", "status", "user_id", "provider_id", "blob_id")
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 # A listing shows the summary; the record route shows the rest.
-SUMMARY_EXCLUDES = ("input", "output", "steps", "decisions", "vars", "logs", "lease")
+SUMMARY_FIELDS = (
+    "event_id",
+    "provider_id",
+    "workflow_id",
+    "workflow_version",
+    "blob_id",
+    "user_id",
+    "priority",
+    "status",
+    "cancel_requested",
+    "error",
+    "progress",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "cancelled_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +59,7 @@ class Queries:
         query = {name: value for name, value in filters.items() if name in LIST_FILTERS}
         cursor = self.executions.find(
             query,
-            dict.fromkeys(SUMMARY_EXCLUDES, False),
+            dict.fromkeys(SUMMARY_FIELDS, True),
             sort=NEWEST_FIRST,
             skip=offset,
             limit=limit,

@@ -52,29 +52,30 @@ def ids(body: dict[str, Any]) -> list[str]:
     return [execution["id"] for execution in body["executions"]]
 
 
-@pytest.mark.parametrize(
-    ("params", "expected"),
-    [
-        ({}, ["e6", "e5", "e4", "e3", "e2", "e1"]),
-        ({"workflow_id": "wf-a"}, ["e6", "e4", "e3", "e1"]),
-        ({"status": "completed"}, ["e6", "e3", "e1"]),
-        ({"user_id": "bob"}, ["e5", "e3"]),
-        ({"provider_id": "p2"}, ["e4", "e3"]),
-        ({"blob_id": "b1"}, ["e6", "e3", "e1"]),
-        ({"workflow_id": "wf-a", "status": "completed", "blob_id": "b1"}, ["e6", "e3", "e1"]),
-        ({"workflow_id": "nope"}, []),
-    ],
-)
+FILTERED = [
+    ({}, ["e6", "e5", "e4", "e3", "e2", "e1"]),
+    ({"workflow_id": "wf-a"}, ["e6", "e4", "e3", "e1"]),
+    ({"status": "completed"}, ["e6", "e3", "e1"]),
+    ({"user_id": "bob"}, ["e5", "e3"]),
+    ({"provider_id": "p2"}, ["e4", "e3"]),
+    ({"blob_id": "b1"}, ["e6", "e3", "e1"]),
+    ({"workflow_id": "wf-a", "status": "completed", "blob_id": "b1"}, ["e6", "e3", "e1"]),
+    ({"workflow_id": "nope"}, []),
+]
+
+
 @pytest.mark.asyncio
 async def test_admin_lists_with_every_filter_newest_first(
-    api: Api, params: dict[str, str], expected: list[str]
+    api: Api, subtests: pytest.Subtests
 ) -> None:
     await seed(api)
-    reply = await api.get("/v1/executions", params=params)
-    assert reply.status == 200
-    assert ids(reply.body) == expected
-    assert reply.body["total"] == len(expected)
-    assert (reply.body["limit"], reply.body["offset"]) == (50, 0)
+    for params, expected in FILTERED:
+        with subtests.test(params=params):
+            reply = await api.get("/v1/executions", params=params)
+            assert reply.status == 200
+            assert ids(reply.body) == expected
+            assert reply.body["total"] == len(expected)
+            assert (reply.body["limit"], reply.body["offset"]) == (50, 0)
 
 
 @pytest.mark.asyncio
@@ -94,33 +95,34 @@ async def test_a_listing_entry_is_a_summary(api: Api) -> None:
     entry = (await api.get("/v1/executions", params={"limit": "1"})).body["executions"][0]
     assert entry["id"] == "e6"
     assert entry["progress"] == {"completed": 1, "total": 2}
-    assert entry["created_at"] == "2026-01-01T00:05:00Z"
+    assert entry["created_at"] == "2026-01-01T00:05:00.000Z"
     assert not {"steps", "input", "output", "logs", "lease", "_id"} & set(entry)
 
 
-@pytest.mark.parametrize(
-    ("params", "parameter"),
-    [
-        ({"limit": "0"}, "limit"),
-        ({"limit": "101"}, "limit"),
-        ({"limit": "ten"}, "limit"),
-        ({"limit": "1.5"}, "limit"),
-        ({"limit": "+5"}, "limit"),
-        ({"limit": ""}, "limit"),
-        ({"offset": "-1"}, "offset"),
-        ({"offset": "99999999999999999999"}, "offset"),
-        ({"status": "done"}, "status"),
-        ({"workflow_id": ""}, "workflow_id"),
-    ],
-)
+BAD_PARAMETERS = [
+    ({"limit": "0"}, "limit"),
+    ({"limit": "101"}, "limit"),
+    ({"limit": "ten"}, "limit"),
+    ({"limit": "1.5"}, "limit"),
+    ({"limit": "+5"}, "limit"),
+    ({"limit": ""}, "limit"),
+    ({"offset": "-1"}, "offset"),
+    ({"offset": "99999999999999999999"}, "offset"),
+    ({"status": "done"}, "status"),
+    ({"workflow_id": ""}, "workflow_id"),
+]
+
+
 @pytest.mark.asyncio
 async def test_bad_parameters_are_400_naming_the_parameter(
-    api: Api, params: dict[str, str], parameter: str
+    api: Api, subtests: pytest.Subtests
 ) -> None:
-    reply = await api.get("/v1/executions", params=params)
-    assert reply.status == 400
-    assert reply.body["error"]["code"] == "invalid_parameter"
-    assert reply.body["error"]["message"].startswith(f"{parameter}: ")
+    for params, parameter in BAD_PARAMETERS:
+        with subtests.test(params=params):
+            reply = await api.get("/v1/executions", params=params)
+            assert reply.status == 400
+            assert reply.body["error"]["code"] == "invalid_parameter"
+            assert reply.body["error"]["message"].startswith(f"{parameter}: ")
 
 
 @pytest.mark.asyncio
@@ -230,71 +232,67 @@ async def test_a_user_runs_as_itself(api: Api, downstream: Downstream) -> None:
     assert theirs.body["error"]["message"] == "input.user_id: must be your own user id"
 
 
-@pytest.mark.parametrize(
-    ("path", "kwargs", "status", "code", "message"),
-    [
-        (
-            "/v1/workflows/nope/execute",
-            {"json": {"input": {}}},
-            404,
-            "not_found",
-            "workflow 'nope' not found",
-        ),
-        (
-            None,
-            {"data": b"{}", "headers": {"Content-Type": "text/plain"}},
-            415,
-            "unsupported_media_type",
-            None,
-        ),
-        (
-            None,
-            {"data": b"{nope", "headers": {"Content-Type": "application/json"}},
-            400,
-            "invalid_json",
-            None,
-        ),
-        (None, {"json": []}, 400, "invalid_body", "the body must be a JSON object"),
-        (None, {"json": {}}, 400, "invalid_parameter", "input: required, a JSON object"),
-        (
-            None,
-            {"json": {"input": {"blob_id": "b"}, "priority": 3}},
-            400,
-            "invalid_parameter",
-            None,
-        ),
-        (None, {"json": {"input": {"user_id": "u"}}}, 400, "invalid_parameter", None),
-        (
-            None,
-            {"json": {"input": {"blob_id": "b", "user_id": "u"}, "provider_id": "ghost"}},
-            400,
-            "invalid_parameter",
-            "provider_id: unknown provider 'ghost'",
-        ),
-        (
-            None,
-            {"json": {"input": {"blob_id": "b", "user_id": "u"}, "provider_id": "book-writer"}},
-            400,
-            "invalid_parameter",
-            None,
-        ),
-        (None, {"json": {"input": {"blob_id": "b", "user_id": 7}}}, 400, "invalid_parameter", None),
-    ],
-)
+BAD_RUNS: list[tuple[str | None, dict[str, Any], int, str, str | None]] = [
+    (
+        "/v1/workflows/nope/execute",
+        {"json": {"input": {}}},
+        404,
+        "not_found",
+        "workflow 'nope' not found",
+    ),
+    (
+        None,
+        {"data": b"{}", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+        None,
+    ),
+    (
+        None,
+        {"data": b"{nope", "headers": {"Content-Type": "application/json"}},
+        400,
+        "invalid_json",
+        None,
+    ),
+    (None, {"json": []}, 400, "invalid_body", "the body must be a JSON object"),
+    (None, {"json": {}}, 400, "invalid_parameter", "input: required, a JSON object"),
+    (
+        None,
+        {"json": {"input": {"blob_id": "b"}, "priority": 3}},
+        400,
+        "invalid_parameter",
+        None,
+    ),
+    (None, {"json": {"input": {"user_id": "u"}}}, 400, "invalid_parameter", None),
+    (
+        None,
+        {"json": {"input": {"blob_id": "b", "user_id": "u"}, "provider_id": "ghost"}},
+        400,
+        "invalid_parameter",
+        "provider_id: unknown provider 'ghost'",
+    ),
+    (
+        None,
+        {"json": {"input": {"blob_id": "b", "user_id": "u"}, "provider_id": "book-writer"}},
+        400,
+        "invalid_parameter",
+        None,
+    ),
+    (None, {"json": {"input": {"blob_id": "b", "user_id": 7}}}, 400, "invalid_parameter", None),
+]
+
+
 @pytest.mark.asyncio
-async def test_a_bad_manual_run_is_refused_clearly(
-    api: Api,
-    path: str | None,
-    kwargs: dict[str, Any],
-    status: int,
-    code: str,
-    message: str | None,
-) -> None:
-    reply = await api.post(path or "/v1/workflows/blob_processing_workflow/execute", **kwargs)
-    assert reply.status == status, reply.text
-    assert reply.body["error"]["code"] == code
-    if message is not None:
-        assert reply.body["error"]["message"] == message
+async def test_a_bad_manual_run_is_refused_clearly(api: Api, subtests: pytest.Subtests) -> None:
+    for path, kwargs, status, code, message in BAD_RUNS:
+        with subtests.test(path=path, kwargs=kwargs):
+            url = path or "/v1/workflows/blob_processing_workflow/execute"
+            reply = await api.post(url, **kwargs)
+            assert reply.status == status, reply.text
+            assert reply.body["error"]["code"] == code
+            if message is not None:
+                assert reply.body["error"]["message"] == message
+    assert (await api.get("/v1/executions")).body["total"] == 0
 
 
 @pytest.mark.asyncio
@@ -306,3 +304,13 @@ async def test_input_failing_the_schema_is_400_with_each_violation(api: Api) -> 
     assert reply.body["error"]["details"] == ['provider_ids: "all" is not of type "array"']
     listed = await api.get("/v1/executions")
     assert listed.body["total"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_manual_run_names_its_user_in_the_input(api: Api, downstream: Downstream) -> None:
+    script_studio(downstream)
+    path = "/v1/workflows/blob_processing_workflow/execute"
+    reply = await api.post(path, token=ALICE, json={"input": {"blob_id": "b"}})
+    assert reply.status == 202, reply.text
+    record = await api.get(f"/v1/executions/{reply.body['execution_id']}", token=ALICE)
+    assert record.body["input"] == {"blob_id": "b", "user_id": "alice"}

@@ -85,7 +85,7 @@ async def test_a_log_line_has_the_fields_of_the_contract(api: Api) -> None:
     reply = await api.get("/v1/executions/run-1/logs", params={"limit": "1", "offset": "1"})
     assert reply.body["logs"] == [
         {
-            "timestamp": "2026-01-01T00:00:01Z",
+            "timestamp": "2026-01-01T00:00:01.000Z",
             "level": "info",
             "step_id": "load",
             "message": "started: POST studio/load",
@@ -154,3 +154,14 @@ async def test_logs_are_visible_to_their_user_only(
 )
 def test_text_line(line: LogLine, text: str) -> None:
     assert text_line(line) == text
+
+
+@pytest.mark.asyncio
+async def test_a_download_takes_the_same_filters(api: Api) -> None:
+    await seed(api)
+    params = {"level": "error", "format": "text"}
+    reply = await api.get("/v1/executions/run-1/logs/download", params=params)
+    assert len(reply.text.splitlines()) == 2
+    params = {"step_id": "load", "format": "json"}
+    reply = await api.get("/v1/executions/run-1/logs/download", params=params)
+    assert orjson.loads(reply.text)["total_logs"] == 3

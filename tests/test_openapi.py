@@ -39,7 +39,7 @@ from service.definitions import Kind
 from service.deltas import DeltaDraft
 from service.health import Probe, health_routes
 from service.metrics import Metrics
-from service.queries import LIST_FILTERS, SUMMARY_EXCLUDES, ExecutionLogs, Page
+from service.queries import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
 from service.ratelimit import RateLimiter
 from service.records import (
     Decision,
@@ -590,7 +590,7 @@ DELTA = {
 def _stored_summary(execution: Execution) -> Json:
     """What the listing's projection reads from MongoDB."""
     stored = {**to_document(execution), "lease": {"owner": "w", "epoch": 1}, "logs": []}
-    return {key: value for key, value in stored.items() if key not in SUMMARY_EXCLUDES}
+    return {key: value for key, value in stored.items() if key in (*SUMMARY_FIELDS, "_id")}
 
 
 class FakeStore:
@@ -831,7 +831,12 @@ SCENARIOS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", EXECUTE, {"body": b'{"input": {"blob_id": "b"}, "x": 1}', "content_type": JSON}, 400),
     ("POST", EXECUTE, {"body": b'{"input": "blob-1"}', "content_type": JSON}, 400),
     ("POST", EXECUTE, {"body": b'{"input": {"user_id": "root"}}', "content_type": JSON}, 400),
-    ("POST", EXECUTE, {"body": b'{"input": {"blob_id": "b"}}', "content_type": JSON}, 400),
+    (
+        "POST",
+        EXECUTE,
+        {"body": b'{"input": {"blob_id": "b", "provider_ids": 1}}', "content_type": JSON},
+        400,
+    ),
     ("POST", EXECUTE, {"body": OVERSIZED, "content_type": JSON}, 413),
     ("POST", "/v1/workflows/nope/execute", {"body": GOOD_INPUT, "content_type": JSON}, 404),
     ("POST", EXECUTE, {"token": None}, 401),
@@ -1000,7 +1005,7 @@ async def _body(method: str, url: str, status: int = 200, **options: Any) -> Any
 
 REGISTER = {"body": orjson.dumps(BUNDLE), "content_type": JSON}
 REFUSED = {"body": b'{"flows": []}', "content_type": JSON}
-INVALID_INPUT = {"body": b'{"input": {"blob_id": "b"}}', "content_type": JSON}
+INVALID_INPUT = {"body": b'{"input": {"blob_id": "b", "provider_ids": 1}}', "content_type": JSON}
 
 
 @pytest.mark.parametrize(

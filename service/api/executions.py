@@ -88,6 +88,8 @@ async def execute_workflow(request: web.Request) -> web.Response:
     if not isinstance(blob_id, str) or not blob_id:
         raise bad_parameter("input.blob_id", "required, the id of the blob the run is about")
     user_id = _user_id(request, data)
+    # The same shape as an event's input, which always names its user.
+    data.setdefault("user_id", user_id)
     validator = catalog.validators.get(workflow.spec.input_schema_id or "")
     problems = validator.violations(data) if validator is not None else []
     if problems:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import get_args
 
-import orjson
 from aiohttp import web
 
 from service.api.access import principal
 from service.api.context import context
 from service.api.params import choice_param, int_param, text_param
-from service.api.responses import json_response
+from service.api.responses import json_bytes, json_response, rfc3339
 from service.api.views import log_lines, log_view
 from service.errors import not_found
 from service.queries import ExecutionLogs
@@ -32,16 +31,11 @@ def routes() -> list[web.RouteDef]:
 
 
 async def get_logs(request: web.Request) -> web.Response:
-    level = choice_param(request, "level", LEVELS)
-    step_id = text_param(request, "step_id")
+    choose = _filter(request)
     limit = int_param(request, "limit", default=1000, minimum=1, maximum=10_000)
     offset = int_param(request, "offset", default=0, minimum=0)
     execution_id, found = await _visible_logs(request)
-    lines = [
-        line
-        for line in log_lines(found.lines)
-        if (level is None or line.level == level) and (step_id is None or line.step_id == step_id)
-    ]
+    lines = [line for line in log_lines(found.lines) if choose(line)]
     body = {
         "execution_id": execution_id,
         "workflow_id": found.workflow_id,
@@ -55,8 +49,9 @@ async def get_logs(request: web.Request) -> web.Response:
 
 async def download_logs(request: web.Request) -> web.StreamResponse:
     fmt = choice_param(request, "format", FORMATS) or "text"
+    choose = _filter(request)
     execution_id, found = await _visible_logs(request)
-    lines = log_lines(found.lines)
+    lines = [line for line in log_lines(found.lines) if choose(line)]
     chunks = (
         _text_chunks(lines)
         if fmt == "text"
@@ -90,12 +85,25 @@ def _text_chunks(lines: list[LogLine]) -> Iterator[bytes]:
 
 def _json_chunks(execution_id: str, workflow_id: str, lines: list[LogLine]) -> Iterator[bytes]:
     head = {"execution_id": execution_id, "workflow_id": workflow_id, "total_logs": len(lines)}
-    yield orjson.dumps(head)[:-1] + b', "logs": ['
+    yield json_bytes(head)[:-1] + b',"logs":['
     for start in range(0, len(lines), CHUNK_LINES):
         batch = lines[start : start + CHUNK_LINES]
-        body = b",".join(orjson.dumps(log_view(line), option=orjson.OPT_UTC_Z) for line in batch)
+        body = b",".join(json_bytes(log_view(line)) for line in batch)
         yield (b"," if start else b"") + body
     yield b"]}\n"
+
+
+def _filter(request: web.Request) -> Callable[[LogLine], bool]:
+    """The `level` and `step_id` filters of the request, as one predicate."""
+    level = choice_param(request, "level", LEVELS)
+    step_id = text_param(request, "step_id")
+
+    def chosen(line: LogLine) -> bool:
+        return (level is None or line.level == level) and (
+            step_id is None or line.step_id == step_id
+        )
+
+    return chosen
 
 
 async def _visible_logs(request: web.Request) -> tuple[str, ExecutionLogs]:
@@ -113,4 +121,4 @@ def _filename(execution_id: str, fmt: str) -> str:
 
 
 def _timestamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(moment)

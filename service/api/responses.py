@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,6 +20,8 @@ from service.errors import ApiError
 from service.jsonvalues import loads
 
 logger = logging.getLogger(__name__)
+# Datetimes go through `_fallback`, so every timestamp has the same shape.
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 # aiohttp's status texts turned into codes a client can switch on.
 _HTTP_CODES: Mapping[int, str] = {
@@ -34,10 +37,14 @@ _HTTP_CODES: Mapping[int, str] = {
 }
 
 
+def json_bytes(body: Any) -> bytes:
+    return orjson.dumps(body, option=_OPTIONS, default=_fallback)
+
+
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=_fallback)
+    data = json_bytes(body)
     return web.Response(body=data, status=status, content_type="application/json", headers=headers)
 
 
@@ -97,7 +104,14 @@ def _message(exc: web.HTTPException) -> str:
     return exc.reason
 
 
+def rfc3339(moment: datetime) -> str:
+    """Milliseconds and `Z`, as stored and as in delta events: `2026-01-01T00:00:00.000Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _fallback(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
     # Values MongoDB hands back that JSON has no type for (ObjectId, Decimal128, bytes).
     if isinstance(value, bytes):
         return value.hex()

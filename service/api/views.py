@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from service.queries import SUMMARY_FIELDS
 from service.records import Execution, LogLine, log_from_document
-
-# Kept in MongoDB for the engine's use, not part of the record of §7.
-_INTERNAL = ("_id", "lease", "logs", "vars", "deltas_published")
 
 
 def execution_view(execution: Execution) -> dict[str, Any]:
@@ -57,8 +55,8 @@ def execution_view(execution: Execution) -> dict[str, Any]:
 def summary_view(document: Mapping[str, Any]) -> dict[str, Any]:
     """A listing entry, from the summary projection of the stored document."""
     view = {"id": document["_id"]}
-    view.update((k, v) for k, v in document.items() if k not in _INTERNAL)
-    view.setdefault("cancel_requested", False)
+    view.update((name, document.get(name)) for name in SUMMARY_FIELDS)
+    view["cancel_requested"] = bool(view["cancel_requested"])
     return view
 
 
