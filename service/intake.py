@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bson.errors import InvalidDocument
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -23,6 +22,7 @@ from pymongo.errors import PyMongoError
 from service.catalog import Catalog
 from service.dead_letters import dead_letter, dead_letter_msg_id, publish_dead_letter
 from service.engine import new_execution
+from service.errors import UnstorableError
 from service.events import EventError, decode_event
 from service.metrics import Metrics
 from service.records import Execution, now
@@ -103,9 +103,9 @@ class Intake:
         ]
         try:
             leases = await self.store.create_many(executions, self.worker_id)
-        except (OverflowError, InvalidDocument) as exc:
-            # Valid JSON that BSON cannot hold (an integer beyond 64 bits):
-            # retrying cannot help, so it is bad input.
+        except UnstorableError as exc:
+            # Valid JSON that BSON cannot hold (an integer beyond 64 bits, a NUL
+            # in a key): retrying cannot help, so it is bad input.
             return await self._reject(msg, EventError("unstorable", str(exc)))
         except PyMongoError as exc:
             logger.warning("event %s not stored, redelivering: %s", event.event_id, exc)

@@ -144,6 +144,9 @@ class ExecutionStore:
         existing: set[str] = set()
         try:
             await self.executions.insert_many(documents, ordered=False)
+        except (OverflowError, InvalidDocument) as exc:
+            # Checked before anything is sent: nothing was inserted.
+            raise UnstorableError(str(exc)) from exc
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors") or []
             if any(error.get("code") != 11000 for error in errors):

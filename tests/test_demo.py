@@ -6,6 +6,8 @@ example workflows through the real engine against the demo, as `blobflow dev` wi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -274,3 +276,15 @@ async def test_example_workflows_complete_against_the_demo(mongo_db: Db) -> None
         ("blob-chapter-7", "transform"),
         ("blob-chapter-7", "create_derived"),
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_slow_blob_holds_provider_processing(demo: Demo) -> None:
+    fast = await demo.ok("POST", "/providers/trigger", {"blob_id": "quick-1"})
+    assert fast["blob_id"] == "quick-1"
+    slow = asyncio.ensure_future(demo.call("POST", "/providers/trigger", {"blob_id": "slow-1"}))
+    done, _ = await asyncio.wait({slow}, timeout=0.3)
+    assert not done  # held for SLOW_S: something to cancel
+    slow.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await slow

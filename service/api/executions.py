@@ -12,7 +12,7 @@ from service.api.params import choice_param, int_param, text_param
 from service.api.responses import json_response, read_json_object
 from service.api.views import execution_view, summary_view
 from service.catalog import Catalog
-from service.errors import ApiError, bad_parameter, not_found
+from service.errors import ApiError, UnstorableError, bad_parameter, not_found
 from service.queries import LIST_FILTERS
 from service.records import Execution, ExecutionStatus
 from service.submission import manual_execution
@@ -108,7 +108,10 @@ async def execute_workflow(request: web.Request) -> web.Response:
         input=data,
         priority=priority,
     )
-    await ctx.submitter.submit(execution)
+    try:
+        await ctx.submitter.submit(execution)
+    except UnstorableError as exc:
+        raise ApiError(400, "invalid_input", f"the input cannot be stored: {exc}") from None
     location = f"/v1/executions/{execution.id}"
     body = {"execution_id": execution.id, "status": execution.status}
     return json_response(body, 202, headers={"Location": location})
