@@ -80,7 +80,7 @@ async def register_bundle(
         return error_reply(exc, documents)
     except RegistrationConflict as exc:
         # Not the bundle's fault and not a bug: the requester may simply try again.
-        return _failure(str(exc))
+        return {**_failure(str(exc)), "retryable": True}
     return {
         "ok": True,
         "results": [

@@ -52,7 +52,7 @@ from service.records import (
     log_document,
     to_document,
 )
-from service.registry import ItemResult
+from service.registry import ItemResult, RegistrationConflict
 from service.sources import SourceDocument, read_paths
 from service.store import _delta_document
 from service.yamlsafe import load_yaml
@@ -615,6 +615,22 @@ class FakeQueries:
         return Page([DELTA], 1) if blob_id == DELTA["blob_id"] else Page([], 0)
 
 
+CONFLICTED = "contested_schema"
+CONFLICTING = orjson.dumps(
+    {
+        "schemas": [
+            {
+                "id": CONFLICTED,
+                "provider_id": "p",
+                "name": "Contested",
+                "type": "input",
+                "definition": {"type": "object"},
+            }
+        ]
+    }
+)
+
+
 class FakeDefinitions:
     async def versions(self, kind: Kind, item_id: str) -> list[Json]:
         content_hash = CATALOG.hashes.get((kind, item_id))
@@ -626,6 +642,8 @@ class FakeDefinitions:
         ]
 
     async def register(self, documents: Sequence[SourceDocument]) -> list[ItemResult]:
+        if any(d.item_id == CONFLICTED for d in documents):
+            raise RegistrationConflict("registration conflicted 5 times; try again")
         return [ItemResult(d.kind, d.item_id or "", 1, True) for d in documents]
 
 
@@ -884,6 +902,7 @@ SCENARIOS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/v1/registry", {"body": b"{}", "content_type": JSON, "token": ALICE}, 403),
     ("POST", "/v1/registry", {"body": b"{}", "content_type": "text/plain"}, 415),
     ("POST", "/v1/registry", {"body": OVERSIZED, "content_type": JSON}, 413),
+    ("POST", "/v1/registry", {"body": CONFLICTING, "content_type": JSON}, 503),
     ("POST", "/v1/registry", {"token": None}, 401),
     ("POST", "/v1/registry", {"times": 2}, 429),
     ("GET", "/v1/blobs/blob-1/deltas", {}, 200),
@@ -1065,6 +1084,8 @@ async def test_a_schema_names_exactly_the_fields_of_its_view(
     body = await _body(method, url, status, **options)
     shown = body if pick is None else pick(body)
     documented = component_schema(schema)
-    assert set(documented["properties"]) == set(shown)
-    # `details` is the one optional field: only errors that carry some have it.
-    assert set(documented["required"]) == set(shown) - {"details"}
+    # The optional fields: `details` on errors that carry some, `retryable` on a
+    # registration that may succeed if sent again.
+    optional = {"details", "retryable"}
+    assert set(documented["properties"]) - optional <= set(shown) <= set(documented["properties"])
+    assert set(documented["required"]) == set(shown) - optional

@@ -432,4 +432,5 @@ async def test_a_lost_race_asks_to_try_again_rather_than_reporting_a_bug(mongo_d
     assert reply == {
         "ok": False,
         "errors": [_entry(None, None, "", "registration conflicted 5 times; try again")],
+        "retryable": True,
     }

@@ -118,6 +118,9 @@ async def register(request: web.Request) -> web.Response:
         # The §6 reply, plus the API's error shape for clients that only know that.
         count = len(reply["errors"])
         message = reply["errors"][0]["message"] if count == 1 else f"{count} problems"
+        if reply.get("retryable"):
+            body = {**reply, **error_body("registration_conflict", message)}
+            return json_response(body, 503, headers={"Retry-After": "1"})
         return json_response({**reply, **error_body("invalid_bundle", message)}, 400)
     if any(result["changed"] for result in reply["results"]):
         await ctx.announce()
