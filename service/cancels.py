@@ -88,7 +88,7 @@ class Canceller:
             if not execution.cancel_requested and not await self.store.request_cancel(execution_id):
                 continue  # it finished meanwhile: the next read says how
             if owner is None:
-                if await self.engine.cancel_unowned(execution_id) is None:
+                if await self.engine.resume(execution_id, cancelled=True) is None:
                     continue  # another worker claimed it first: ask that one
             elif owner == self.engine.worker_id:
                 await self.cancel_here(execution_id)

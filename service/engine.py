@@ -113,19 +113,17 @@ class Engine:
             return None
         return await self._run(workflow, execution, lease)
 
-    async def resume(self, execution_id: str) -> Execution | None:
+    async def resume(self, execution_id: str, *, cancelled: bool = False) -> Execution | None:
         """Take over `execution_id` if it is pending or its lease expired, and run it.
 
         None when it is not claimable, or when another worker took it over.
+        `cancelled` runs it only to cancel it (see `run_leased`).
         """
         claimed = await self.store.claim(execution_id, self.worker_id)
         if claimed is None:
             return None
         execution, lease = claimed
-        workflow = await self._workflow_for(execution)
-        if workflow is None:
-            return None
-        return await self._run(workflow, execution, lease)
+        return await self.run_leased(execution, lease, cancelled=cancelled)
 
     async def run_leased(
         self, execution: Execution, lease: Lease, *, cancelled: bool = False
@@ -138,20 +136,6 @@ class Engine:
         if workflow is None:
             return None
         return await self._run(workflow, execution, lease, cancelled=cancelled)
-
-    async def cancel_unowned(self, execution_id: str) -> Execution | None:
-        """Claim an execution nobody holds and cancel it here, compensating what it did.
-
-        None when it is not claimable (finished, or another worker holds it).
-        """
-        claimed = await self.store.claim(execution_id, self.worker_id)
-        if claimed is None:
-            return None
-        execution, lease = claimed
-        workflow = await self._workflow_for(execution)
-        if workflow is None:
-            return None
-        return await self._run(workflow, execution, lease, cancelled=True)
 
     async def _workflow_for(self, execution: Execution) -> CompiledWorkflow | None:
         """The workflow version the execution started on: runs finish on their version."""

@@ -15,10 +15,11 @@ from nats.aio.msg import Msg
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service import connection
-from service.app import Service, run, start
+from service.app import Service, run
 from service.client import BlobflowClient
 from service.config import load_settings
 from service.streams import StreamNames
+from tests.api_support import running_api
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT, eventually, script_studio
 
@@ -40,21 +41,8 @@ async def _service(
     prefix: str,
     downstream: Downstream,
 ) -> AsyncIterator[tuple[Service, StreamNames]]:
-    settings = load_settings(
-        {
-            "BLOBFLOW_NATS_URL": nats_server.url,
-            "BLOBFLOW_MONGODB_URL": mongodb.url,
-            "BLOBFLOW_MONGODB_DATABASE": database,
-            "BLOBFLOW_DEFINITIONS": str(ROOT),
-            "BLOBFLOW_HTTP_PORT": "0",
-            "BLOBFLOW_SERVICE_STUDIO_URL": downstream.url,
-            "BLOBFLOW_SERVICE_CORE_URL": downstream.url,
-            "BLOBFLOW_LEASE_MS": "2000",
-        }
-    )
-    names = StreamNames.prefixed(prefix)
-    async with start(settings, asyncio.Event(), names) as service:
-        yield service, names
+    async with running_api(nats_server, mongodb, database, prefix, downstream) as api:
+        yield api.service, api.names
 
 
 async def _collect(nats_client: NatsClient, subject: str, count: int) -> list[Msg]:

@@ -6,50 +6,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.queries import SUMMARY_FIELDS
-from service.records import Execution, LogLine, log_from_document
+from service.records import Execution, LogLine, log_from_document, to_document
+
+
+# Kept for the engine's own use, not part of the record of §7.
+_INTERNAL = frozenset({"vars", "deltas_published"})
 
 
 def execution_view(execution: Execution) -> dict[str, Any]:
-    return {
-        "id": execution.id,
-        "event_id": execution.event_id,
-        "provider_id": execution.provider_id,
-        "workflow_id": execution.workflow_id,
-        "workflow_version": execution.workflow_version,
-        "blob_id": execution.blob_id,
-        "user_id": execution.user_id,
-        "priority": execution.priority,
-        "status": execution.status,
-        "cancel_requested": execution.cancel_requested,
-        "input": execution.input,
-        "output": execution.output,
-        "error": execution.error,
-        "progress": execution.progress,
-        "created_at": execution.created_at,
-        "started_at": execution.started_at,
-        "completed_at": execution.completed_at,
-        "cancelled_at": execution.cancelled_at,
-        "steps": [
-            {
-                "id": s.id,
-                "kind": s.kind,
-                "status": s.status,
-                "attempts": s.attempts,
-                "started_at": s.started_at,
-                "completed_at": s.completed_at,
-                "duration_ms": s.duration_ms,
-                "request": s.request,
-                "output": s.output,
-                "http_status": s.http_status,
-                "error": s.error,
-            }
-            for s in execution.steps
-        ],
-        "decisions": [
-            {"step_id": d.step_id, "expression": d.expression, "result": d.result}
-            for d in execution.decisions
-        ],
-    }
+    document = to_document(execution)
+    view = {"id": document.pop("_id")}
+    view.update((k, v) for k, v in document.items() if k not in _INTERNAL)
+    return view
 
 
 def summary_view(document: Mapping[str, Any]) -> dict[str, Any]:
