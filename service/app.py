@@ -208,6 +208,7 @@ async def _workers(
             yield
         finally:
             # Stop fetching first: the batch in hand is settled, nothing new starts.
+            dispatcher.close()
             consumer.stop()
             await asyncio.wait({consuming}, timeout=CONSUMER_STOP_TIMEOUT_S)
             consuming.cancel()
@@ -245,7 +246,11 @@ async def _http(service: Service) -> AsyncIterator[int]:
         announce=service.announce,
     )
     access = Access(settings.api_tokens, RateLimiter(settings.rate_limit, settings.rate_burst))
-    probes = {"nats": nats_ready, "mongodb": mongodb_ready}
+
+    async def accepting_work() -> bool:
+        return service.dispatcher.accepting
+
+    probes = {"nats": nats_ready, "mongodb": mongodb_ready, "accepting_work": accepting_work}
     app = api_app(context, access, probes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -35,6 +34,10 @@ CANCEL_PREFIX: Final = "blobflow.cancel"
 # The owner replies once compensations are done; they may call slow services.
 CANCEL_WAIT_S: Final = 10.0
 MAX_ROUNDS: Final = 3
+# An execution between its queue and its run is not cancellable for a moment.
+NOT_YET_S: Final = 0.05
+CANCELLED: Final = b"cancelled"
+NOT_RUNNING: Final = b"not running here"
 
 Outcome = Literal["cancelled", "finished", "requested", "missing"]
 
@@ -68,34 +71,21 @@ class Canceller:
         self.wait_s = wait_s
 
     async def cancel(self, execution_id: str) -> CancelResult:
-        """Cancel and wait for it, up to `wait_s` for a run on another worker."""
-        execution: Execution | None = None
-        deadline = time.monotonic() + self.wait_s
-        for round_number in range(MAX_ROUNDS):
-            if time.monotonic() >= deadline:
-                break
-            found = await self.store.get_with_owner(execution_id)
-            if found is None:
-                return CancelResult("missing", None)
-            execution, owner = found
-            if execution.status in TERMINAL:
-                # Ended before this request did anything, even if it ended cancelled.
-                first = round_number == 0
-                outcome: Outcome = (
-                    "finished" if first or execution.status != "cancelled" else "cancelled"
-                )
-                return CancelResult(outcome, execution)
-            if not execution.cancel_requested and not await self.store.request_cancel(execution_id):
-                continue  # it finished meanwhile: the next read says how
-            if owner is None:
-                if await self.engine.resume(execution_id, cancelled=True) is None:
-                    continue  # another worker claimed it first: ask that one
-            elif owner == self.engine.worker_id:
-                await self.cancel_here(execution_id)
-            elif not await self._ask(owner, execution_id, deadline - time.monotonic()):
-                # The owner is gone or slow: the recorded request stands, and
-                # whoever takes the execution over cancels it.
-                break
+        """Cancel and wait for it, up to `wait_s`; then report what the record says.
+
+        Work cut short by the wait is interrupted like a shutdown: the lease
+        runs out, and whoever resumes the execution finishes the cancel.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                for round_number in range(MAX_ROUNDS):
+                    ended = await self._round(execution_id, deadline, first=round_number == 0)
+                    if ended is not None:
+                        return ended
+        except TimeoutError:
+            pass
         found = await self.store.get_with_owner(execution_id)
         if found is None:
             return CancelResult("missing", None)
@@ -105,6 +95,37 @@ class Canceller:
         if execution.status in TERMINAL:
             return CancelResult("finished", execution)
         return CancelResult("requested", execution)
+
+    async def _round(
+        self, execution_id: str, deadline: float, *, first: bool
+    ) -> CancelResult | None:
+        """One attempt; a result when the execution has ended (or is gone)."""
+        found = await self.store.get_with_owner(execution_id)
+        if found is None:
+            return CancelResult("missing", None)
+        execution, owner = found
+        if execution.status in TERMINAL:
+            # Ended before this request did anything, even if it ended cancelled.
+            cancelled = execution.status == "cancelled" and not first
+            return CancelResult("cancelled" if cancelled else "finished", execution)
+        if not execution.cancel_requested and not await self.store.request_cancel(execution_id):
+            return None  # it finished meanwhile: the next read says how
+        if owner is None:
+            # Nobody holds it: take it and cancel it here (None: another worker was faster).
+            await self.engine.resume(execution_id, cancelled=True)
+        elif owner == self.engine.worker_id:
+            if not await self.cancel_here(execution_id):
+                await asyncio.sleep(NOT_YET_S)  # between its queue and its run
+        else:
+            timeout_s = deadline - asyncio.get_running_loop().time()
+            answer = await self._ask(owner, execution_id, timeout_s)
+            if answer is None:
+                # The owner is gone or slow: the recorded request stands, and
+                # whoever runs the execution next cancels it.
+                raise TimeoutError
+            if not answer:
+                await asyncio.sleep(NOT_YET_S)  # between its queue and its run
+        return None
 
     async def cancel_here(self, execution_id: str) -> bool:
         """Cancel a run of this worker, running or queued; False when it has neither."""
@@ -117,19 +138,19 @@ class Canceller:
         await self.engine.run_leased(execution, lease, cancelled=True)
         return True
 
-    async def _ask(self, owner: str, execution_id: str, timeout_s: float) -> bool:
-        """True once the owner has answered (done or not running there); False if silent."""
+    async def _ask(self, owner: str, execution_id: str, timeout_s: float) -> bool | None:
+        """Whether the owner cancelled it (False: not running there); None if silent."""
         try:
-            await self.nc.request(
+            reply = await self.nc.request(
                 cancel_subject(owner), execution_id.encode(), timeout=max(timeout_s, 0.1)
             )
         except NoRespondersError:
             logger.info("owner %s of execution %s is gone", owner, execution_id)
-            return False
+            return None
         except (NatsTimeoutError, NatsError, TimeoutError):
             logger.warning("owner %s did not confirm cancelling %s", owner, execution_id)
-            return False
-        return True
+            return None
+        return reply.data == CANCELLED
 
 
 class CancelResponder:
@@ -161,6 +182,6 @@ class CancelResponder:
             done = False
         if msg.reply:
             try:
-                await self.nc.publish(msg.reply, b"cancelled" if done else b"not running here")
+                await self.nc.publish(msg.reply, CANCELLED if done else NOT_RUNNING)
             except NatsError as exc:
                 logger.warning("cannot confirm the cancel of %s: %s", execution_id, exc)

@@ -46,6 +46,7 @@ class Dispatcher:
         self._busy = 0
         self._room = asyncio.Event()
         self._room.set()
+        self.accepting = True
 
     @property
     def backlog(self) -> int:
@@ -94,6 +95,10 @@ class Dispatcher:
         self._room.set()
         return item.execution, item.lease
 
+    def close(self) -> None:
+        """Take no new work from now on (shutdown); what is queued is handed back."""
+        self.accepting = False
+
     def take_queued(self) -> list[Lease]:
         """Empty the queue, returning the leases of what had not started (to hand back)."""
         leases = []
@@ -138,11 +143,12 @@ class Dispatcher:
         if item.execution is None or item.lease is None:
             await self.engine.resume(item.execution_id)
             return
+        cancelled = False
         if time.monotonic() - item.queued_at >= self.lease_s / 2:
             try:
                 # Fenced by owner and epoch: succeeds only if nobody claimed it.
-                await self.engine.store.renew(item.lease)
+                cancelled = await self.engine.store.renew(item.lease)
             except LeaseLost:
                 logger.info("execution %s was taken over while queued", item.execution_id)
                 return
-        await self.engine.run_leased(item.execution, item.lease)
+        await self.engine.run_leased(item.execution, item.lease, cancelled=cancelled)

@@ -37,14 +37,19 @@ class WorkflowVersions(Protocol):
 
 
 class LeasedPersistence:
-    """The store's writes for one execution, fenced by the lease this worker holds."""
+    """The store's writes for one execution, fenced by the lease this worker holds.
 
-    def __init__(self, store: ExecutionStore, lease: Lease) -> None:
+    A cancel recorded on the execution fires `token`, wherever it was asked for.
+    """
+
+    def __init__(self, store: ExecutionStore, lease: Lease, token: CancelToken) -> None:
         self.store = store
         self.lease = lease
+        self.token = token
 
     async def checkpoint(self, execution: Execution, logs: Sequence[LogLine]) -> None:
-        await self.store.checkpoint(self.lease, execution, logs)
+        if await self.store.checkpoint(self.lease, execution, logs):
+            self.token.cancel()
 
     async def store_deltas(
         self, execution: Execution, drafts: Sequence[DeltaDraft]
@@ -188,13 +193,21 @@ class Engine:
             workflow_id=execution.workflow_id,
             event_id=execution.event_id,
         ):
-            run = self._runs.setdefault(execution.id, _Run())
+            earlier = self._runs.get(execution.id)
+            if earlier is not None:
+                # This process lost the lease of an earlier run and has just claimed
+                # the execution again: that run stops at its next (fenced) write.
+                # Waiting for it keeps one run per execution, and one set of
+                # compensations.
+                await earlier.done.wait()
+            run = self._runs[execution.id] = _Run()
             if cancelled or execution.cancel_requested:
                 run.token.cancel()
             try:
                 return await self._run_bound(workflow, execution, lease, run.token)
             finally:
-                self._runs.pop(execution.id, None)
+                if self._runs.get(execution.id) is run:
+                    del self._runs[execution.id]
                 run.done.set()
 
     async def _run_bound(
@@ -205,7 +218,7 @@ class Engine:
             workflow,
             execution,
             caller=self.caller,
-            persistence=LeasedPersistence(self.store, lease),
+            persistence=LeasedPersistence(self.store, lease, token),
             token=token,
             input_schema=self.catalog.validators.get(spec.input_schema_id or ""),
             output_schema=self.catalog.validators.get(spec.output_schema_id or ""),
@@ -216,7 +229,7 @@ class Engine:
         result: Execution | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                heartbeat = group.create_task(self._heartbeat(lease))
+                heartbeat = group.create_task(self._heartbeat(lease, token))
                 try:
                     result = await executor.run()
                 finally:
@@ -229,10 +242,12 @@ class Engine:
             self.metrics.execution_finished(result.workflow_id, result.status)
         return result
 
-    async def _heartbeat(self, lease: Lease) -> None:
-        """Keep the lease while a long step runs; checkpoints renew it too."""
+    async def _heartbeat(self, lease: Lease, token: CancelToken) -> None:
+        """Keep the lease while a long step runs (checkpoints renew it too), and notice
+        a cancel recorded while no checkpoint is due."""
         interval_s = self.store.lease_ms / 3000
         while True:
             raise_if_cancelling()
             await asyncio.sleep(interval_s)
-            await self.store.renew(lease)
+            if await self.store.renew(lease):
+                token.cancel()

@@ -135,6 +135,10 @@ class NatsGone(BlobflowError):
     """The NATS connection closed for good; the process must exit, not stay deaf."""
 
 
+class ServiceStopping(BlobflowError):
+    """The process is shutting down and takes no new work; another replica will."""
+
+
 class UnstorableError(BlobflowError, ValueError):
     """Data the database cannot hold, such as an integer beyond 64 bits."""
 

@@ -84,8 +84,11 @@ class Executor:
             return await self._end("cancelled", "cancelled on request")
 
     async def _run(self) -> Execution:
-        # Cancelled before it began (a queued or unowned run): no step starts.
-        self.token.check()
+        # Cancelled before it began (a queued or unowned run): no step starts. Once
+        # every step has settled there is nothing left to cancel: deltas may be
+        # stored already, and they must be published.
+        if any(s.status not in SETTLED_STEPS for s in self.execution.steps if s.kind == "step"):
+            self.token.check()
         fresh = all(s.status == "pending" for s in self.execution.steps)
         if self.execution.started_at is None or self.execution.status == "pending":
             self.execution = replace(

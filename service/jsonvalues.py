@@ -124,7 +124,10 @@ def loads(payload: bytes) -> Any:
     if _LONG_DIGITS.search(payload) is None:
         return orjson.loads(payload)
     text = payload.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _reject_constant(name: str) -> Any:

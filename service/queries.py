@@ -82,12 +82,17 @@ class Queries:
             hint=hint,
         )
         items = [document async for document in cursor]
-        if query:
-            total = await self.executions.count_documents(query, hint=hint)
-        else:
-            # From the collection's metadata: counting every entry would read them all.
-            total = await self.executions.estimated_document_count()
+        total = await self.executions.count_documents(query, hint=hint)
         return Page(items, total)
+
+    async def blob_owned_by_another(self, blob_id: str, user_id: str) -> bool:
+        """Whether another user's executions ran on this blob (it is theirs)."""
+        found = await self.executions.find_one(
+            {"blob_id": blob_id, "user_id": {"$ne": user_id}},
+            {"_id": True},
+            hint=listing_index({"blob_id": blob_id}),
+        )
+        return found is not None
 
     async def execution_logs(self, execution_id: str) -> ExecutionLogs | None:
         document = await self.executions.find_one(

@@ -198,8 +198,11 @@ class ExecutionStore:
 
     async def checkpoint(
         self, lease: Lease, execution: Execution, logs: Sequence[LogLine] = ()
-    ) -> None:
-        """Write the execution's state and new log lines, renewing the lease; fenced."""
+    ) -> bool:
+        """Write the execution's state and new log lines, renewing the lease; fenced.
+
+        True when a cancel has been requested: the caller must stop the run.
+        """
         fields = {key: {"$literal": value} for key, value in mutable_fields(execution).items()}
         fields["lease.expires_ms"] = {"$add": [_NOW_MS, self.lease_ms]}
         if logs:
@@ -207,18 +210,33 @@ class ExecutionStore:
             merged = {"$concatArrays": [{"$ifNull": ["$logs", []]}, new]}
             fields["logs"] = {"$slice": [merged, self.max_logs]}
         try:
-            result = await self.executions.update_one(lease.fence, [{"$set": fields}])
+            return await self._fenced(lease, [{"$set": fields}])
         except (OverflowError, InvalidDocument) as exc:
             raise UnstorableError(str(exc)) from exc
-        if result.matched_count == 0:
-            raise LeaseLost(f"execution {execution.id} is no longer owned by {lease.owner}")
 
-    async def renew(self, lease: Lease) -> None:
-        """Extend the lease of a running execution; fenced like every write."""
-        renewed = {"$set": {"lease.expires_ms": {"$add": [_NOW_MS, self.lease_ms]}}}
-        result = await self.executions.update_one(lease.fence, [renewed])
+    async def renew(self, lease: Lease) -> bool:
+        """Extend the lease of a running execution; fenced; True when a cancel was requested."""
+        return await self._fenced(
+            lease, [{"$set": {"lease.expires_ms": {"$add": [_NOW_MS, self.lease_ms]}}}]
+        )
+
+    async def _fenced(self, lease: Lease, update: list[Document]) -> bool:
+        """Apply `update` while `lease` holds; True when a cancel has been requested.
+
+        The usual case costs one round trip: the filter also says "no cancel
+        requested". Only when it matches nothing is the update tried again on
+        the lease alone, to tell a requested cancel from a lost lease. So a
+        cancel the owner never heard of directly still stops the run, at its
+        next checkpoint or heartbeat.
+        """
+        quiet = {**lease.fence, "cancel_requested": {"$ne": True}}
+        result = await self.executions.update_one(quiet, update)
+        if result.matched_count == 1:
+            return False
+        result = await self.executions.update_one(lease.fence, update)
         if result.matched_count == 0:
             raise LeaseLost(f"execution {lease.execution_id} is no longer owned by {lease.owner}")
+        return True
 
     async def release(self, leases: Sequence[Lease]) -> None:
         """Hand executions back at once, for any worker to claim (fenced)."""
@@ -234,13 +252,21 @@ class ExecutionStore:
         return result.matched_count == 1
 
     async def get_with_owner(self, execution_id: str) -> tuple[Execution, str | None] | None:
-        """The execution and the worker holding a live lease on it, if any (this clock)."""
-        document = await self.executions.find_one({"_id": execution_id}, {"logs": False})
-        if document is None:
-            return None
-        lease = document.get("lease") or {}
-        live = lease.get("expires_ms", 0) > int(now().timestamp() * 1000)
-        return from_document(document), lease.get("owner") if live else None
+        """The execution and the worker holding a live lease on it, if any.
+
+        Live on the server's clock, as `claim` decides: a worker with a skewed
+        clock must not think a dead owner alive, or a live one dead.
+        """
+        live = {"$gt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
+        pipeline: list[Document] = [
+            {"$match": {"_id": execution_id}},
+            {"$project": {"logs": False}},
+            {"$addFields": {"lease_live": live}},
+        ]
+        async for document in await self.executions.aggregate(pipeline):
+            owner = (document.get("lease") or {}).get("owner")
+            return from_document(document), owner if document["lease_live"] else None
+        return None
 
     async def get(self, execution_id: str) -> Execution | None:
         document = await self.executions.find_one({"_id": execution_id}, {"logs": False})

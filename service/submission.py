@@ -13,6 +13,7 @@ from typing import Any
 
 from service.compiler import CompiledWorkflow
 from service.dispatcher import Dispatcher
+from service.errors import ServiceStopping
 from service.records import Execution, StepRecord
 from service.store import ExecutionStore
 
@@ -53,6 +54,9 @@ class Submitter:
 
     async def submit(self, execution: Execution) -> Execution:
         """Store the execution and queue it here; it then runs like any other."""
+        if not self.dispatcher.accepting:
+            # Queued here now, it would wait out a lease nobody renews.
+            raise ServiceStopping("this replica is stopping; send the run to another")
         leases = await self.store.create_many([execution], self.worker_id)
         self.dispatcher.submit([(execution, lease) for lease in leases])
         return execution

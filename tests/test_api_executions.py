@@ -314,3 +314,30 @@ async def test_a_manual_run_names_its_user_in_the_input(api: Api, downstream: Do
     assert reply.status == 202, reply.text
     record = await api.get(f"/v1/executions/{reply.body['execution_id']}", token=ALICE)
     assert record.body["input"] == {"blob_id": "b", "user_id": "alice"}
+
+
+@pytest.mark.asyncio
+async def test_a_user_cannot_run_a_workflow_on_another_users_blob(api: Api) -> None:
+    await seed(api)  # b2 has executions of alice and of bob
+    path = "/v1/workflows/blob_processing_workflow/execute"
+    mine = await api.post(path, token=ALICE, json={"input": {"blob_id": "b3"}})
+    assert mine.status == 202  # b3 is alice's alone
+    theirs = await api.post(path, token=BOB, json={"input": {"blob_id": "b3"}})
+    assert theirs.status == 404
+    assert theirs.body["error"]["message"] == "blob 'b3' not found"
+    admin = await api.post(path, json={"input": {"blob_id": "b3", "user_id": "bob"}})
+    assert admin.status == 202
+
+
+@pytest.mark.asyncio
+async def test_a_stopping_replica_takes_no_manual_run_and_says_it_is_not_ready(api: Api) -> None:
+    api.service.dispatcher.close()
+    reply = await api.post(
+        "/v1/workflows/blob_processing_workflow/execute", json={"input": {"blob_id": "b"}}
+    )
+    assert reply.status == 503
+    assert reply.headers["Retry-After"] == "1"
+    ready = await api.get("/readyz", token=None)
+    assert ready.status == 503
+    assert ready.body["checks"]["accepting_work"] is False
+    assert (await api.get("/v1/executions")).body["total"] == 0

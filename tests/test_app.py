@@ -90,7 +90,11 @@ async def test_an_event_flows_to_stored_and_published_deltas(
                 assert response.status == 200
             async with http.get(f"{url}/readyz") as response:
                 assert response.status == 200
-                assert (await response.json())["checks"] == {"nats": True, "mongodb": True}
+                assert (await response.json())["checks"] == {
+                    "nats": True,
+                    "mongodb": True,
+                    "accepting_work": True,
+                }
 
     assert len(events) == 6
     assert {msg.subject for msg in events} == {

@@ -4,14 +4,19 @@ pending with nobody on it, or held by a replica that is gone."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
+from service.engine import new_execution
 from service.records import Execution, StepRecord, now
 from tests.api_support import ALICE, BOB, Api, running_api
 from tests.servers import Downstream, MongoDeployment, NatsServer, Reply
-from tests.support import eventually
+from tests.support import binding_of, blob_event, catalog_with, engine_for, eventually, step
+
+Db = AsyncDatabase[dict[str, Any]]
 
 OK = Reply(200, json={"ok": True})
 HANGING: dict[str, Any] = {
@@ -203,3 +208,42 @@ async def test_cancel_requested_is_honoured_by_whoever_runs_it_next(api: Api) ->
     result = await api.service.engine.resume("p-4")
     assert result is not None
     assert result.status == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_a_recorded_cancel_stops_a_run_whose_owner_was_never_asked(
+    api: Api, downstream: Downstream
+) -> None:
+    script(downstream)
+    await register(api)
+    execution_id = await start_hanging(api, downstream)
+    # As if the request to the owner was lost: only the record says so.
+    assert await api.service.store.request_cancel(execution_id)
+
+    async def cancelled() -> bool:
+        record = await api.service.store.get(execution_id)
+        return record is not None and record.status == "cancelled"
+
+    await eventually(cancelled, timeout_s=10)  # the heartbeat notices it (lease / 3)
+    assert len(downstream.calls("POST", "/undo/first")) == 1
+    assert downstream.calls("POST", "/never") == []
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_after_every_step_settled_completes_and_publishes(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    catalog = catalog_with([step("a")])
+    async with engine_for(catalog, mongo_db, downstream) as engine:
+        execution = replace(
+            new_execution(blob_event(), binding_of(catalog, "wf"), catalog.workflows["wf"]),
+            steps=(StepRecord("a", status="completed", output={"transformed_content": "x"}),),
+            cancel_requested=True,
+        )
+        await engine.store.create(execution)
+        result = await engine.resume(execution.id, cancelled=True)
+        assert result is not None
+        assert result.status == "completed"
+        assert [d["version"] for d in await engine.store.deltas_of(execution.id)] == [1]
+        assert [e.id for e in await engine.store.unpublished()] == [execution.id]
+        assert downstream.requests == []

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from pymongo.errors import AutoReconnect
 
 from service.api import definitions as definition_routes
 from service.api import executions as execution_routes
@@ -37,6 +38,7 @@ from service.catalog import Catalog, build_catalog
 from service.config import ApiToken
 from service.definitions import Kind
 from service.deltas import DeltaDraft
+from service.errors import ServiceStopping
 from service.health import Probe, health_routes
 from service.metrics import Metrics
 from service.queries import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
@@ -593,17 +595,31 @@ def _stored_summary(execution: Execution) -> Json:
     return {key: value for key, value in stored.items() if key in (*SUMMARY_FIELDS, "_id")}
 
 
+# An id that makes the stand-ins fail as MongoDB does when it is not answering.
+DOWN = "db-down"
+# A manual run of this blob finds the replica stopping.
+STOPPING = "stopping-blob"
+
+
+def _down_if(value: object) -> None:
+    if value == DOWN:
+        raise AutoReconnect("127.0.0.1:27017: connection refused")
+
+
 class FakeStore:
     async def get(self, execution_id: str) -> Execution | None:
+        _down_if(execution_id)
         return EXECUTIONS.get(execution_id)
 
 
 class FakeQueries:
     async def executions_page(self, filters: Mapping[str, str], *, limit: int, offset: int) -> Page:
+        _down_if(filters.get("workflow_id"))
         items = [_stored_summary(e) for e in EXECUTIONS.values()][offset : offset + limit]
         return Page(items, len(EXECUTIONS))
 
     async def execution_logs(self, execution_id: str) -> ExecutionLogs | None:
+        _down_if(execution_id)
         found = EXECUTIONS.get(execution_id)
         if found is None:
             return None
@@ -612,27 +628,36 @@ class FakeQueries:
     async def blob_deltas(
         self, blob_id: str, *, user_id: str | None, limit: int, offset: int
     ) -> Page:
+        _down_if(blob_id)
         return Page([DELTA], 1) if blob_id == DELTA["blob_id"] else Page([], 0)
+
+    async def blob_owned_by_another(self, blob_id: str, user_id: str) -> bool:
+        _down_if(blob_id)
+        return False
+
+
+def _bundle_of(schema_id: str) -> bytes:
+    schema = {
+        "id": schema_id,
+        "provider_id": "p",
+        "name": "A schema",
+        "type": "input",
+        "definition": {"type": "object"},
+    }
+    return orjson.dumps({"schemas": [schema]})
+
+
+def _input_of(blob_id: str) -> bytes:
+    return orjson.dumps({"input": {"blob_id": blob_id, "user_id": "u"}})
 
 
 CONFLICTED = "contested_schema"
-CONFLICTING = orjson.dumps(
-    {
-        "schemas": [
-            {
-                "id": CONFLICTED,
-                "provider_id": "p",
-                "name": "Contested",
-                "type": "input",
-                "definition": {"type": "object"},
-            }
-        ]
-    }
-)
+CONFLICTING = _bundle_of(CONFLICTED)
 
 
 class FakeDefinitions:
     async def versions(self, kind: Kind, item_id: str) -> list[Json]:
+        _down_if(item_id)
         content_hash = CATALOG.hashes.get((kind, item_id))
         if content_hash is None:
             return []
@@ -642,6 +667,8 @@ class FakeDefinitions:
         ]
 
     async def register(self, documents: Sequence[SourceDocument]) -> list[ItemResult]:
+        for document in documents:
+            _down_if(document.item_id)
         if any(d.item_id == CONFLICTED for d in documents):
             raise RegistrationConflict("registration conflicted 5 times; try again")
         return [ItemResult(d.kind, d.item_id or "", 1, True) for d in documents]
@@ -654,6 +681,9 @@ class FakeCanceller:
 
 class FakeSubmitter:
     async def submit(self, execution: Execution) -> Execution:
+        _down_if(execution.blob_id)
+        if execution.blob_id == STOPPING:
+            raise ServiceStopping("this replica is stopping; send the run to another")
         return execution
 
 
@@ -903,6 +933,18 @@ SCENARIOS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/v1/registry", {"body": b"{}", "content_type": "text/plain"}, 415),
     ("POST", "/v1/registry", {"body": OVERSIZED, "content_type": JSON}, 413),
     ("POST", "/v1/registry", {"body": CONFLICTING, "content_type": JSON}, 503),
+    ("POST", "/v1/registry", {"body": _bundle_of(DOWN), "content_type": JSON}, 503),
+    ("GET", f"/v1/executions?workflow_id={DOWN}", {}, 503),
+    ("GET", f"/v1/executions/{DOWN}", {}, 503),
+    ("POST", f"/v1/executions/{DOWN}/cancel", {}, 503),
+    ("GET", f"/v1/executions/{DOWN}/logs", {}, 503),
+    ("GET", f"/v1/executions/{DOWN}/logs/download", {}, 503),
+    ("GET", f"/v1/workflows/{DOWN}", {}, 503),
+    ("GET", f"/v1/providers/{DOWN}", {}, 503),
+    ("GET", f"/v1/schemas/{DOWN}", {}, 503),
+    ("GET", f"/v1/blobs/{DOWN}/deltas", {}, 503),
+    ("POST", EXECUTE, {"body": _input_of(DOWN), "content_type": JSON}, 503),
+    ("POST", EXECUTE, {"body": _input_of(STOPPING), "content_type": JSON}, 503),
     ("POST", "/v1/registry", {"token": None}, 401),
     ("POST", "/v1/registry", {"times": 2}, 429),
     ("GET", "/v1/blobs/blob-1/deltas", {}, 200),

@@ -6,6 +6,7 @@ versions come from MongoDB, each exactly as registered.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from service.catalog import Catalog
 from service.definitions import Kind
 from service.errors import ApiError, not_found
 from service.registration import registration_reply
+
+logger = logging.getLogger(__name__)
 
 # Route segment -> definition kind.
 KINDS: dict[str, Kind] = {"workflows": "workflow", "providers": "provider", "schemas": "schema"}
@@ -123,5 +126,10 @@ async def register(request: web.Request) -> web.Response:
             return json_response(body, 503, headers={"Retry-After": "1"})
         return json_response({**reply, **error_body("invalid_bundle", message)}, 400)
     if any(result["changed"] for result in reply["results"]):
-        await ctx.announce()
+        try:
+            await ctx.announce()
+        except Exception:
+            # Registered all the same: every replica reloads at its next start,
+            # and this one at the next registration.
+            logger.exception("registered, but reloading or announcing the change failed")
     return json_response(reply)

@@ -12,7 +12,7 @@ from service.api.params import choice_param, int_param, text_param
 from service.api.responses import json_response, read_json_object
 from service.api.views import execution_view, summary_view
 from service.catalog import Catalog
-from service.errors import ApiError, UnstorableError, bad_parameter, not_found
+from service.errors import ApiError, ServiceStopping, UnstorableError, bad_parameter, not_found
 from service.queries import LIST_FILTERS
 from service.records import Execution, ExecutionStatus
 from service.submission import manual_execution
@@ -88,6 +88,10 @@ async def execute_workflow(request: web.Request) -> web.Response:
     if not isinstance(blob_id, str) or not blob_id:
         raise bad_parameter("input.blob_id", "required, the id of the blob the run is about")
     user_id = _user_id(request, data)
+    caller = principal(request)
+    if not caller.admin and await ctx.queries.blob_owned_by_another(blob_id, user_id):
+        # Deltas of this run would land in someone else's history.
+        raise not_found(f"blob {blob_id!r}")
     # The same shape as an event's input, which always names its user.
     data.setdefault("user_id", user_id)
     validator = catalog.validators.get(workflow.spec.input_schema_id or "")
@@ -112,6 +116,8 @@ async def execute_workflow(request: web.Request) -> web.Response:
         await ctx.submitter.submit(execution)
     except UnstorableError as exc:
         raise ApiError(400, "invalid_input", f"the input cannot be stored: {exc}") from None
+    except ServiceStopping as exc:
+        raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from None
     location = f"/v1/executions/{execution.id}"
     body = {"execution_id": execution.id, "status": execution.status}
     return json_response(body, 202, headers={"Location": location})

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pymongo.errors import PyMongoError
 
 from service.errors import ApiError
 from service.jsonvalues import loads
@@ -89,6 +90,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         message = _message(exc)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return json_response(error_body(code, message), exc.status, headers=headers)
+    except PyMongoError as exc:
+        logger.warning("%s %s: MongoDB unavailable: %s", request.method, request.path, exc)
+        body = error_body("unavailable", "the database is not answering; try again shortly")
+        return json_response(body, 503, headers={"Retry-After": "1"})
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
         return json_response(error_body("internal", "internal error; see the service log"), 500)

@@ -8,7 +8,6 @@ from typing import Any
 from service.queries import SUMMARY_FIELDS
 from service.records import Execution, LogLine, log_from_document, to_document
 
-
 # Kept for the engine's own use, not part of the record of §7.
 _INTERNAL = frozenset({"vars", "deltas_published"})
 
