@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test test-faults lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ run: $(STAMP)
 	$(BIN)/blobflow dev
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not faults"
+
+# Real `blobflow serve` processes under injected faults; minutes, not seconds.
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests

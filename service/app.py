@@ -87,7 +87,12 @@ async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None
     lost = False
     try:
         async with start(settings, gone, names) as service:
-            logger.info("blobflow ready: HTTP on port %d", service.http_port)
+            # The worker id names this process in execution leases and cancel subjects.
+            logger.info(
+                "blobflow ready: HTTP on port %d, worker %s",
+                service.http_port,
+                service.engine.worker_id,
+            )
             waiters = [asyncio.ensure_future(e.wait()) for e in (stop, gone)]
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
