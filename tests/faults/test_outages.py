@@ -1,0 +1,107 @@
+"""A backend goes away under load and comes back: nothing is lost or done twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NatsClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.faults.checker import check, expected_keys, settle
+from tests.faults.stack import STREAMS, Stack
+from tests.servers import Downstream, MongoDeployment, NatsServer, Reply
+from tests.support import eventually, example_catalog, script_studio
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+Db = AsyncDatabase[dict[str, Any]]
+CATALOG = example_catalog()
+EVENTS = [
+    {"event_id": f"evt-{n}", "blob_id": f"blob-{n % 10}", "user_id": "u", "content": f"T{n}."}
+    for n in range(60)
+]
+DOWN_S = 5.0
+
+
+@pytest_asyncio.fixture
+async def stack(
+    nats_server: NatsServer,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    downstream: Downstream,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    script_studio(downstream)
+    async with Stack(nats_server, mongodb, mongo_db_name, downstream.url, tmp_path) as stack:
+        for _ in range(2):
+            await stack.start()
+        yield stack
+
+
+async def publish(nats_client: NatsClient) -> None:
+    js = nats_client.jetstream()
+    for data in EVENTS:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+
+
+async def completed(db: Db, count: int) -> None:
+    async def enough() -> bool:
+        return await db.executions.count_documents({"status": "completed"}) >= count
+
+    await eventually(enough, timeout_s=60)
+
+
+@pytest.mark.asyncio
+async def test_mongodb_killed_and_restarted_under_load(
+    stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    await publish(nats_client)
+    await completed(mongo_db, 10)
+    mongodb.kill()
+    await asyncio.sleep(DOWN_S)
+    await asyncio.to_thread(mongodb.start)
+    back_at = time.monotonic()
+    js = nats_client.jetstream()
+    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
+    report = await check(mongo_db, js, CATALOG, EVENTS)
+    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after MongoDB came back")
+    assert report.problems == [], str(report)
+    assert all(r.process.returncode is None for r in stack.replicas)
+
+
+@pytest.mark.asyncio
+async def test_nats_killed_and_restarted_under_load(
+    stack: Stack, nats_server: NatsServer, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    await publish(nats_client)
+    await completed(mongo_db, 10)
+    nats_server.kill()
+    await asyncio.sleep(DOWN_S)
+    await asyncio.to_thread(nats_server.start)
+    back_at = time.monotonic()
+    js = nats_client.jetstream()
+    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
+    report = await check(mongo_db, js, CATALOG, EVENTS)
+    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after NATS came back")
+    assert report.problems == [], str(report)
+    assert all(r.process.returncode is None for r in stack.replicas)
+
+
+@pytest.mark.asyncio
+async def test_a_downstream_failing_half_the_time(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    flaky = [Reply(503, json={"error": "busy"}), Reply(200, json={"content_type": "text/plain"})]
+    downstream.script("POST", "/blobs/metadata", flaky * 100)
+    await publish(nats_client)
+    js = nats_client.jetstream()
+    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)))
+    report = await check(mongo_db, js, CATALOG, EVENTS)
+    print(f"\n{report}")
+    assert report.problems == [], str(report)
