@@ -42,6 +42,7 @@ from service.ratelimit import RateLimiter
 from service.recovery import recover_forever
 from service.registration import CHANGED_SUBJECT, RegistrationResponder
 from service.registry import DefinitionStore
+from service.service_limits import LimitedCaller
 from service.sources import KIND_FOLDERS, read_paths
 from service.store import ExecutionStore
 from service.streams import StreamNames, ensure_consumer, ensure_streams
@@ -138,7 +139,7 @@ async def start(
         engine = Engine(
             await definitions.catalog(),
             store,
-            MeteredCaller(clients, metrics),
+            MeteredCaller(LimitedCaller(clients, settings.service_limits), metrics),
             sink=publisher,
             versions=definitions,
             metrics=metrics,

@@ -8,6 +8,7 @@ listing every problem, one line each, naming the variable. Messages, `repr` and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from service.errors import ConfigError
 from service.http_client import service_urls_from_env
+from service.service_limits import ServiceLimits, limits_from_env
 
 ENV_PREFIX: Final = "BLOBFLOW_"
 MASK: Final = "***"
@@ -157,6 +159,9 @@ class Settings(BaseSettings):
         16, ge=1, le=1024, description="BLOBFLOW_MAX_CONCURRENCY: executions run at once"
     )
     services: dict[str, str] = Field(default_factory=dict, description="BLOBFLOW_SERVICE_*_URL")
+    service_limits: dict[str, ServiceLimits] = Field(
+        default_factory=dict, description="BLOBFLOW_SERVICE_*_MAX_CONCURRENCY and _RATE_LIMIT"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -232,14 +237,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     for name in Settings.model_fields:
         raw = env.get(env_var(name), "").strip()
-        if raw and name != "services":  # empty counts as unset: the default applies
+        # Empty counts as unset: the default applies. Services have variables of their own.
+        if raw and name not in ("services", "service_limits"):
             values[name] = raw
     problems: list[str] = []
+    service_problems: list[str] = []
     try:
         values["services"] = service_urls_from_env(env)
-        service_problems: list[str] = []
     except ConfigError as exc:
-        service_problems = str(exc).splitlines()
+        service_problems.extend(str(exc).splitlines())
+    try:
+        values["service_limits"] = limits_from_env(env, values.get("services", {}))
+    except ConfigError as exc:
+        service_problems.extend(str(exc).splitlines())
     try:
         settings = Settings(**values)
     except ValidationError as exc:
@@ -282,5 +292,7 @@ def describe(settings: Settings) -> dict[str, Any]:
             value = {"count": len(value), "user_ids": [token.user_id for token in value]}
         elif isinstance(value, Path):
             value = str(value)
+        elif name == "service_limits":
+            value = {service: dataclasses.asdict(limits) for service, limits in value.items()}
         out[name] = value
     return out

@@ -226,6 +226,11 @@ def _error_body(raw: bytes) -> Any:
         return raw.decode("utf-8", errors="replace")[:ERROR_TEXT_CHARS]
 
 
+def normalize_service_name(name: str) -> str:
+    """`studio` -> `STUDIO`, as in `BLOBFLOW_SERVICE_STUDIO_URL`."""
+    return _normalize(name)
+
+
 def _normalize(name: str) -> str:
     return _NON_ALNUM.sub("_", name).upper()
 

@@ -62,6 +62,7 @@ def creds_file(tmp_path: Path) -> Path:
         ("lease_ms", 15000),
         ("max_concurrency", 16),
         ("services", {}),
+        ("service_limits", {}),
     ],
 )
 def test_defaults_with_an_empty_environ(name: str, expected: Any) -> None:
@@ -69,7 +70,7 @@ def test_defaults_with_an_empty_environ(name: str, expected: Any) -> None:
 
 
 def test_every_field_is_covered_by_the_defaults_table() -> None:
-    assert len(Settings.model_fields) == 19  # a new setting needs a default and a row above
+    assert len(Settings.model_fields) == 20  # a new setting needs a default and a row above
 
 
 def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
