@@ -27,6 +27,8 @@ EVENTS = [
     for n in range(60)
 ]
 DOWN_S = 5.0
+# Longer than the client's 10 s operation timeout.
+HUNG_S = 12.0
 
 
 @pytest_asyncio.fixture
@@ -104,4 +106,66 @@ async def test_a_downstream_failing_half_the_time(
     await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)))
     report = await check(mongo_db, js, CATALOG, EVENTS)
     print(f"\n{report}")
+    assert report.problems == [], str(report)
+
+
+@pytest.mark.asyncio
+async def test_mongodb_hung_under_load(
+    stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    await publish(nats_client)
+    await completed(mongo_db, 10)
+    mongodb.pause()  # hung, not refusing: calls wait until their timeout
+    try:
+        await asyncio.sleep(HUNG_S)
+    finally:
+        mongodb.resume()
+    back_at = time.monotonic()
+    js = nats_client.jetstream()
+    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
+    report = await check(mongo_db, js, CATALOG, EVENTS)
+    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after MongoDB answered again")
+    assert report.problems == [], str(report)
+    assert all(r.process.returncode is None for r in stack.replicas)
+
+
+@pytest.mark.asyncio
+async def test_deltas_stored_while_nats_is_down_are_published_by_another_replica(
+    stack: Stack,
+    downstream: Downstream,
+    nats_server: NatsServer,
+    nats_client: NatsClient,
+    mongo_db: Db,
+) -> None:
+    # The last step answers late: NATS goes down while the runs are in it.
+    generated = {
+        "delta_operations": [{"op": "set", "path": "/metadata/checked", "value": True}],
+        "created_blobs": [{"id": "derived-1", "type": "summary"}],
+    }
+    slow = Reply(200, json=generated, delay_s=2)
+    downstream.script("POST", "/deltas/generate", [slow])
+    events = EVENTS[:10]
+    js = nats_client.jetstream()
+    for data in events:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    await downstream.wait_for_calls("POST", "/deltas/generate", count=10, timeout_s=60)
+    nats_server.kill()
+
+    async def stored() -> bool:
+        return await mongo_db.executions.count_documents({"status": "completed"}) == 10
+
+    await eventually(stored, timeout_s=60)
+    unpublished = await mongo_db.executions.count_documents({"deltas_published": False})
+    for replica in stack.replicas:
+        replica.kill()  # no replica that stored them survives to publish them
+    await asyncio.to_thread(nats_server.start)
+    await stack.start()
+    back_at = time.monotonic()
+    await settle(mongo_db, js, len(expected_keys(CATALOG, events)), timeout_s=120)
+    report = await check(mongo_db, js, CATALOG, events)
+    print(
+        f"\n{report}\n{unpublished} executions had unpublished deltas; "
+        f"published {time.monotonic() - back_at:.1f} s after a new replica started"
+    )
+    assert unpublished == 10
     assert report.problems == [], str(report)
