@@ -153,3 +153,63 @@ async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(
     report = await check(mongo_db, js, CATALOG, events)
     assert report.problems == [], str(report)
     assert report.deltas == 3
+
+
+@pytest.mark.asyncio
+async def test_a_replica_stopped_mid_load_hands_its_work_back(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    script_studio(downstream)
+    for _ in range(3):
+        await stack.start()
+    events = [event(n, blobs=10) for n in range(80)]
+    await publish(nats_client, events)
+
+    async def some_done() -> bool:
+        return await mongo_db.executions.count_documents({"status": "completed"}) >= 10
+
+    await eventually(some_done, timeout_s=60)
+    exit_code = await stack.replicas[0].stop()
+    js = nats_client.jetstream()
+    await settle(mongo_db, js, len(expected_keys(CATALOG, events)))
+    report = await check(mongo_db, js, CATALOG, events)
+    print(f"\n{report}\nthe stopped replica exited with {exit_code}")
+    assert exit_code == 0
+    assert report.problems == [], str(report)
+
+
+@pytest.mark.asyncio
+async def test_poison_messages_among_good_ones_are_dead_lettered_and_block_nothing(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    script_studio(downstream)
+    for _ in range(2):
+        await stack.start()
+    events = [event(n, blobs=10) for n in range(40)]
+    poison = [
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        orjson.dumps({"event_id": "no-blob", "user_id": "u"}),
+        orjson.dumps({"event_id": "e\x00", "blob_id": "b", "user_id": "u"}),
+        b'{"event_id": "huge", "blob_id": "b", "user_id": "u", "n": 1' + b"0" * 30 + b"}",
+        orjson.dumps({"event_id": "dots", "blob_id": "a.b *>", "user_id": "u", "$where": 1}),
+    ]
+    js = nats_client.jetstream()
+    for index, data in enumerate(events):
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+        if index % 6 == 0 and poison:
+            await js.publish(STREAMS.created_subject, poison.pop())
+    assert poison == []
+    await settle(mongo_db, js, len(expected_keys(CATALOG, events)) + 2)
+    # Odd but valid: a NUL inside a string, dots and wildcards in an id, a `$` key.
+    accepted = [
+        *events,
+        {"event_id": "e\x00", "blob_id": "b", "user_id": "u"},
+        {"event_id": "dots", "blob_id": "a.b *>", "user_id": "u", "$where": 1},
+    ]
+    report = await check(mongo_db, js, CATALOG, accepted)
+    dead = (await js.stream_info(STREAMS.dlq)).state.messages
+    print(f"\n{report}\n{dead} dead letters")
+    assert report.problems == [], str(report)
+    assert dead == 5
