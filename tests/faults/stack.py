@@ -16,15 +16,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import aiohttp
 
 from service.streams import StreamNames
-from tests.servers import MongoDeployment, NatsServer
+from tests.servers import MongoDeployment
 from tests.servers.ports import free_port
 from tests.support import ROOT, eventually
 
 STREAMS = StreamNames()
+
+
+class Nats(Protocol):
+    """A NATS deployment: one server or a cluster."""
+
+    @property
+    def url(self) -> str: ...
+
+    def delete_streams(self, prefix: str = "", *, timeout_s: float = 10.0) -> list[str]: ...
 
 
 @dataclass
@@ -67,7 +77,7 @@ class Replica:
 class Stack:
     """N replicas sharing one NATS, one database and the downstream at `service_url`."""
 
-    nats_server: NatsServer
+    nats_server: Nats
     mongodb: MongoDeployment
     database: str
     service_url: str
