@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -62,7 +63,12 @@ async def settle(db: Db, js: JetStreamContext, expected: int, *, timeout_s: floa
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
         done = await db.executions.count_documents({"status": {"$in": sorted(TERMINAL)}})
-        info = await js.consumer_info(STREAMS.blobs, STREAMS.consumer)
+        try:
+            info = await js.consumer_info(STREAMS.blobs, STREAMS.consumer)
+        except (NatsError, TimeoutError):
+            # A cluster electing a new consumer leader does not answer for a while.
+            await asyncio.sleep(0.5)
+            continue
         idle = info.num_ack_pending == 0 and info.num_pending == 0
         unpublished = await db.executions.count_documents(
             {"status": "completed", "deltas_published": False}

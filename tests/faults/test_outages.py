@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol
 
 import orjson
 import pytest
@@ -32,18 +31,12 @@ HUNG_S = 12.0
 
 
 @pytest_asyncio.fixture
-async def stack(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    downstream: Downstream,
-    tmp_path: Path,
-) -> AsyncIterator[Stack]:
+async def stack(stack: Stack, downstream: Downstream) -> AsyncIterator[Stack]:
+    """Two replicas against a well-behaved downstream."""
     script_studio(downstream)
-    async with Stack(nats_server, mongodb, mongo_db_name, downstream.url, tmp_path) as stack:
-        for _ in range(2):
-            await stack.start()
-        yield stack
+    for _ in range(2):
+        await stack.start()
+    yield stack
 
 
 async def publish(nats_client: NatsClient) -> None:
@@ -59,40 +52,62 @@ async def completed(db: Db, count: int) -> None:
     await eventually(enough, timeout_s=60)
 
 
+class Server(Protocol):
+    def kill(self) -> None: ...
+    def start(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+async def killed(server: Server) -> None:
+    server.kill()
+    await asyncio.sleep(DOWN_S)
+    await asyncio.to_thread(server.start)
+
+
+async def hung(server: Server) -> None:
+    server.pause()  # hung, not refusing: calls wait until their timeout
+    try:
+        await asyncio.sleep(HUNG_S)
+    finally:
+        server.resume()
+
+
+async def survives(
+    stack: Stack, nats_client: NatsClient, db: Db, outage: Awaitable[None], what: str
+) -> None:
+    """Load, the outage once 10 executions completed, then the checker."""
+    await publish(nats_client)
+    await completed(db, 10)
+    await outage
+    back_at = time.monotonic()
+    js = nats_client.jetstream()
+    await settle(db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
+    report = await check(db, js, CATALOG, EVENTS)
+    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after {what}")
+    assert report.problems == [], str(report)
+    assert all(r.process.returncode is None for r in stack.replicas)
+
+
 @pytest.mark.asyncio
 async def test_mongodb_killed_and_restarted_under_load(
     stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    await publish(nats_client)
-    await completed(mongo_db, 10)
-    mongodb.kill()
-    await asyncio.sleep(DOWN_S)
-    await asyncio.to_thread(mongodb.start)
-    back_at = time.monotonic()
-    js = nats_client.jetstream()
-    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
-    report = await check(mongo_db, js, CATALOG, EVENTS)
-    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after MongoDB came back")
-    assert report.problems == [], str(report)
-    assert all(r.process.returncode is None for r in stack.replicas)
+    await survives(stack, nats_client, mongo_db, killed(mongodb), "MongoDB came back")
 
 
 @pytest.mark.asyncio
 async def test_nats_killed_and_restarted_under_load(
     stack: Stack, nats_server: NatsServer, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    await publish(nats_client)
-    await completed(mongo_db, 10)
-    nats_server.kill()
-    await asyncio.sleep(DOWN_S)
-    await asyncio.to_thread(nats_server.start)
-    back_at = time.monotonic()
-    js = nats_client.jetstream()
-    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
-    report = await check(mongo_db, js, CATALOG, EVENTS)
-    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after NATS came back")
-    assert report.problems == [], str(report)
-    assert all(r.process.returncode is None for r in stack.replicas)
+    await survives(stack, nats_client, mongo_db, killed(nats_server), "NATS came back")
+
+
+@pytest.mark.asyncio
+async def test_mongodb_hung_under_load(
+    stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    await survives(stack, nats_client, mongo_db, hung(mongodb), "MongoDB answered again")
 
 
 @pytest.mark.asyncio
@@ -107,26 +122,6 @@ async def test_a_downstream_failing_half_the_time(
     report = await check(mongo_db, js, CATALOG, EVENTS)
     print(f"\n{report}")
     assert report.problems == [], str(report)
-
-
-@pytest.mark.asyncio
-async def test_mongodb_hung_under_load(
-    stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
-) -> None:
-    await publish(nats_client)
-    await completed(mongo_db, 10)
-    mongodb.pause()  # hung, not refusing: calls wait until their timeout
-    try:
-        await asyncio.sleep(HUNG_S)
-    finally:
-        mongodb.resume()
-    back_at = time.monotonic()
-    js = nats_client.jetstream()
-    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
-    report = await check(mongo_db, js, CATALOG, EVENTS)
-    print(f"\n{report}\nsettled {time.monotonic() - back_at:.1f} s after MongoDB answered again")
-    assert report.problems == [], str(report)
-    assert all(r.process.returncode is None for r in stack.replicas)
 
 
 @pytest.mark.asyncio

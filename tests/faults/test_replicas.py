@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.faults.checker import check, expected_keys, settle
 from tests.faults.stack import STREAMS, Replica, Stack
-from tests.servers import Downstream, MongoDeployment, NatsServer, Reply
+from tests.servers import Downstream, Reply
 from tests.support import eventually, example_catalog, script_studio
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -37,22 +34,25 @@ def event(number: int, blobs: int = 20) -> dict[str, Any]:
     return data
 
 
-@pytest_asyncio.fixture
-async def stack(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    downstream: Downstream,
-    tmp_path: Path,
-) -> AsyncIterator[Stack]:
-    async with Stack(nats_server, mongodb, mongo_db_name, downstream.url, tmp_path) as stack:
-        yield stack
-
-
 async def publish(nats_client: NatsClient, events: list[dict[str, Any]]) -> None:
     js = nats_client.jetstream()
     for data in events:
         await js.publish(STREAMS.created_subject, orjson.dumps(data))
+
+
+async def hanging_execution(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, db: Db
+) -> tuple[str, Replica]:
+    """Two replicas, one event, its third step hanging: the execution and its owner."""
+    script_studio(downstream)
+    ok = Reply(200, json={"triggered": ["p1"]})
+    downstream.script("POST", "/providers/trigger", [Reply(hang=True), ok])
+    for _ in range(2):
+        await stack.start()
+    await publish(nats_client, [event(1)])
+    hanging = (await downstream.wait_for_calls("POST", "/providers/trigger", timeout_s=20))[0]
+    execution_id = hanging.headers["Idempotency-Key"].partition(":")[0]
+    return execution_id, await owner_of(stack, db, execution_id)
 
 
 async def owner_of(stack: Stack, db: Db, execution_id: str) -> Replica:
@@ -92,16 +92,8 @@ async def test_three_replicas_share_200_events_over_20_blobs(
 async def test_a_killed_replica_is_taken_over_at_the_step_it_was_in(
     stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    script_studio(downstream)
-    ok = Reply(200, json={"triggered": ["p1"]})
-    downstream.script("POST", "/providers/trigger", [Reply(hang=True), ok])
-    for _ in range(2):
-        await stack.start()
+    execution_id, doomed = await hanging_execution(stack, downstream, nats_client, mongo_db)
     events = [event(1)]
-    await publish(nats_client, events)
-    hanging = (await downstream.wait_for_calls("POST", "/providers/trigger", timeout_s=20))[0]
-    execution_id = hanging.headers["Idempotency-Key"].partition(":")[0]
-    doomed = await owner_of(stack, mongo_db, execution_id)
     doomed.kill()
     killed_at = time.monotonic()
     js = nats_client.jetstream()
@@ -123,16 +115,8 @@ async def test_a_killed_replica_is_taken_over_at_the_step_it_was_in(
 async def test_a_frozen_replica_that_wakes_after_a_takeover_writes_nothing(
     stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    script_studio(downstream)
-    ok = Reply(200, json={"triggered": ["p1"]})
-    downstream.script("POST", "/providers/trigger", [Reply(hang=True), ok])
-    for _ in range(2):
-        await stack.start()
+    execution_id, frozen = await hanging_execution(stack, downstream, nats_client, mongo_db)
     events = [event(1)]
-    await publish(nats_client, events)
-    hanging = (await downstream.wait_for_calls("POST", "/providers/trigger", timeout_s=20))[0]
-    execution_id = hanging.headers["Idempotency-Key"].partition(":")[0]
-    frozen = await owner_of(stack, mongo_db, execution_id)
     frozen.pause()
     js = nats_client.jetstream()
     try:
