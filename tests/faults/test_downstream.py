@@ -1,0 +1,76 @@
+"""A burst of blob events against a downstream service with per-service limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.faults.checker import check, expected_keys, settle
+from tests.faults.stack import STREAMS, Stack
+from tests.servers import Downstream, Reply
+from tests.support import example_catalog, script_studio
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+Db = AsyncDatabase[dict[str, Any]]
+CATALOG = example_catalog()
+EVENTS = [
+    {"event_id": f"evt-{n}", "blob_id": f"blob-{n % 10}", "user_id": "u", "content": f"T{n}."}
+    for n in range(40)
+]
+SLOW_S = 0.2
+
+
+def most_at_once(starts: list[float], duration_s: float) -> int:
+    """The most requests in flight at one moment, each taking `duration_s` from its start.
+
+    A request held back by a limit starts only after an earlier one has ended, so
+    this never counts more than were really in flight.
+    """
+    ends = sorted(start + duration_s for start in starts)
+    most = current = 0
+    ending = 0
+    for start in sorted(starts):
+        while ends[ending] <= start:
+            ending += 1
+            current -= 1
+        current += 1
+        most = max(most, current)
+    return most
+
+
+@pytest.mark.parametrize(
+    ("starts", "expected"),
+    [([], 0), ([0.0], 1), ([0.0, 0.1, 0.2], 2), ([0.0, 0.2, 0.4], 1), ([0.0] * 5, 5)],
+)
+def test_most_at_once(starts: list[float], expected: int) -> None:
+    assert most_at_once(starts, 0.2) == expected
+
+
+@pytest.mark.parametrize("limit", [2, None])
+@pytest.mark.asyncio
+async def test_a_burst_stays_within_the_service_limit(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db, limit: int | None
+) -> None:
+    script_studio(downstream)
+    downstream.script("POST", "/blobs/validate", [Reply(200, json={"valid": True}, delay_s=SLOW_S)])
+    if limit is not None:
+        stack.env = {"BLOBFLOW_SERVICE_STUDIO_MAX_CONCURRENCY": str(limit)}
+    for _ in range(2):
+        await stack.start()
+    js = nats_client.jetstream()
+    for data in EVENTS:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)))
+    report = await check(mongo_db, js, CATALOG, EVENTS)
+    starts = [r.received_at for r in downstream.calls("POST", "/blobs/validate")]
+    most = most_at_once(starts, SLOW_S)
+    print(f"\n{report}\nat most {most} validate requests at once (limit {limit} per replica)")
+    assert report.problems == [], str(report)
+    if limit is None:
+        assert most > 4  # without the limit the burst goes through at once
+    else:
+        assert 1 < most <= 2 * limit
