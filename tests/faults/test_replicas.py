@@ -76,7 +76,7 @@ async def test_three_replicas_share_200_events_over_20_blobs(
     await publish(nats_client, events)
     js = nats_client.jetstream()
     expected = len(expected_keys(CATALOG, events))
-    await settle(mongo_db, js, expected)
+    await settle(mongo_db, js, expected, timeout_s=300)
     elapsed_s = time.monotonic() - started
     report = await check(mongo_db, js, CATALOG, events)
     assert report.problems == [], str(report)
