@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from nats.js import JetStreamContext
 
-from service.jsonvalues import compact_json
+from service.jsonvalues import compact_json, rfc3339
 
 # NATS's default max payload counts headers too; leave room for the letter's own.
 MAX_DEAD_LETTER_BYTES: Final = 1024 * 1024 - 8 * 1024
@@ -83,12 +83,6 @@ async def publish_dead_letter(
     """Publish and wait for JetStream's ack; errors (e.g. `NoStreamResponseError`) propagate,
     so the caller keeps the rejected message unacked until its dead letter is stored."""
     await js.publish(subject, body, timeout=timeout_s, headers={"Nats-Msg-Id": msg_id})
-
-
-def rfc3339(moment: datetime) -> str:
-    """`2025-01-02T03:04:05.678Z`; a naive datetime is taken to be UTC already."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _kept_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], bool]:

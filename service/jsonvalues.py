@@ -10,6 +10,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
@@ -132,3 +133,9 @@ def loads(payload: bytes) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2025-01-02T03:04:05.678Z`; a naive datetime is taken to be UTC already."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -19,7 +19,7 @@ import orjson
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from service.jsonvalues import compact_json
+from service.jsonvalues import compact_json, rfc3339
 from service.metrics import Metrics
 from service.store import ExecutionStore
 from service.subjects import delta_subject
@@ -46,7 +46,7 @@ def delta_event(delta: Mapping[str, Any]) -> bytes:
     event: dict[str, Any] = {"id": delta["_id"]}
     for name in EVENT_FIELDS:
         value = delta.get(name)
-        event[name] = _rfc3339(value) if isinstance(value, datetime) else value
+        event[name] = rfc3339(value) if isinstance(value, datetime) else value
     try:
         return orjson.dumps(event)
     except TypeError:  # integers beyond 64 bits
@@ -96,7 +96,3 @@ async def republish(store: ExecutionStore, publisher: DeltaPublisher, limit: int
         await store.mark_published(execution.id)
         done += 1
     return done
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -162,7 +162,9 @@ class LimitedCaller:
 
     async def call(self, service: str, request: StepRequest, timeout_s: float) -> HttpResponse:
         name = normalize_service_name(service)
-        breaker = self.breakers.setdefault(name, self._new_breaker())
+        breaker = self.breakers.get(name)
+        if breaker is None:
+            breaker = self.breakers[name] = self._new_breaker()
         slot = self._slots.get(name)
         if slot is not None:
             async with slot:

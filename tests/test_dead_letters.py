@@ -16,8 +16,8 @@ from service.dead_letters import (
     dead_letter,
     dead_letter_msg_id,
     publish_dead_letter,
-    rfc3339,
 )
+from service.jsonvalues import rfc3339
 from service.streams import StreamNames, ensure_streams
 
 RECEIVED = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import get_args
 
 from aiohttp import web
@@ -11,11 +10,12 @@ from aiohttp import web
 from service.api.access import principal
 from service.api.context import context
 from service.api.params import choice_param, int_param, text_param
-from service.api.responses import json_bytes, json_response, rfc3339
-from service.api.views import log_lines, log_view
+from service.api.responses import json_bytes, json_response
+from service.api.views import log_lines
 from service.errors import not_found
+from service.jsonvalues import rfc3339
 from service.queries import ExecutionLogs
-from service.records import LogLevel, LogLine
+from service.records import LogLevel, LogLine, log_document
 
 LEVELS = frozenset(get_args(LogLevel))
 FORMATS = frozenset({"text", "json"})
@@ -40,7 +40,7 @@ async def get_logs(request: web.Request) -> web.Response:
         "execution_id": execution_id,
         "workflow_id": found.workflow_id,
         "total_logs": len(lines),
-        "logs": [log_view(line) for line in lines[offset : offset + limit]],
+        "logs": [log_document(line) for line in lines[offset : offset + limit]],
         "limit": limit,
         "offset": offset,
     }
@@ -75,7 +75,7 @@ def text_line(line: LogLine) -> str:
     where = f"[{line.step_id}] " if line.step_id else ""
     # One line per entry, whatever the message holds.
     message = line.message.replace("\r", "\\r").replace("\n", "\\n")
-    return f"{_timestamp(line.timestamp)} {line.level.upper():<7} {where}{message}\n"
+    return f"{rfc3339(line.timestamp)} {line.level.upper():<7} {where}{message}\n"
 
 
 def _text_chunks(lines: list[LogLine]) -> Iterator[bytes]:
@@ -88,7 +88,7 @@ def _json_chunks(execution_id: str, workflow_id: str, lines: list[LogLine]) -> I
     yield json_bytes(head)[:-1] + b',"logs":['
     for start in range(0, len(lines), CHUNK_LINES):
         batch = lines[start : start + CHUNK_LINES]
-        body = b",".join(json_bytes(log_view(line)) for line in batch)
+        body = b",".join(json_bytes(log_document(line)) for line in batch)
         yield (b"," if start else b"") + body
     yield b"]}\n"
 
@@ -118,7 +118,3 @@ def _filename(execution_id: str, fmt: str) -> str:
     # Ids are free text: keep the header and the file system safe.
     safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in execution_id)
     return f"execution-{safe[:80]}-logs.{'txt' if fmt == 'text' else 'json'}"
-
-
-def _timestamp(moment: datetime) -> str:
-    return rfc3339(moment)

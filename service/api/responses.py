@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from pymongo.errors import PyMongoError
 
 from service.errors import ApiError
-from service.jsonvalues import loads
+from service.jsonvalues import loads, rfc3339
 
 logger = logging.getLogger(__name__)
 # Datetimes go through `_fallback`, so every timestamp has the same shape.
@@ -107,11 +107,6 @@ def _message(exc: web.HTTPException) -> str:
     if exc.status == 405:
         return f"method not allowed; allowed: {exc.headers.get('Allow', '')}"
     return exc.reason
-
-
-def rfc3339(moment: datetime) -> str:
-    """Milliseconds and `Z`, as stored and as in delta events: `2026-01-01T00:00:00.000Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _fallback(value: Any) -> Any:

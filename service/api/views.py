@@ -27,15 +27,6 @@ def summary_view(document: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-def log_view(line: LogLine) -> dict[str, Any]:
-    return {
-        "timestamp": line.timestamp,
-        "level": line.level,
-        "step_id": line.step_id,
-        "message": line.message,
-    }
-
-
 def log_lines(documents: Sequence[Mapping[str, Any]]) -> list[LogLine]:
     return [log_from_document(document) for document in documents]
 
