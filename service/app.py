@@ -50,7 +50,6 @@ from service.submission import Submitter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-ACK_WAIT_S = 30.0
 DRAIN_TIMEOUT_S = 20.0
 CONSUMER_STOP_TIMEOUT_S = 5.0
 MONGODB_TIMEOUT_MS = 10_000
@@ -126,7 +125,7 @@ async def start(
         js = nc.jetstream()
         await ensure_streams(js, names)
         await ensure_consumer(
-            js, names, ack_wait_s=ACK_WAIT_S, max_ack_pending=settings.max_concurrency * 8
+            js, names, ack_wait_s=settings.ack_wait_s, max_ack_pending=settings.max_concurrency * 8
         )
         definitions = DefinitionStore(db)
         await definitions.ensure_indexes()

@@ -48,6 +48,7 @@ _RULES: Final = {
     "max_event_bytes": f"must be an integer from 1 to {MAX_EVENT_BYTES_LIMIT}",
     "lease_ms": "must be an integer of at least 1000 (milliseconds)",
     "max_concurrency": "must be an integer from 1 to 1024",
+    "ack_wait_s": "must be a number of seconds from 1 to 3600",
 }
 
 
@@ -157,6 +158,13 @@ class Settings(BaseSettings):
     )
     max_concurrency: int = Field(
         16, ge=1, le=1024, description="BLOBFLOW_MAX_CONCURRENCY: executions run at once"
+    )
+    ack_wait_s: float = Field(
+        30,
+        ge=1,
+        le=3600,
+        allow_inf_nan=False,
+        description="BLOBFLOW_ACK_WAIT_S: how long an event may stay unacknowledged",
     )
     services: dict[str, str] = Field(default_factory=dict, description="BLOBFLOW_SERVICE_*_URL")
     service_limits: dict[str, ServiceLimits] = Field(

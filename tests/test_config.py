@@ -61,6 +61,7 @@ def creds_file(tmp_path: Path) -> Path:
         ("max_event_bytes", 1048576),
         ("lease_ms", 15000),
         ("max_concurrency", 16),
+        ("ack_wait_s", 30.0),
         ("services", {}),
         ("service_limits", {}),
     ],
@@ -70,7 +71,7 @@ def test_defaults_with_an_empty_environ(name: str, expected: Any) -> None:
 
 
 def test_every_field_is_covered_by_the_defaults_table() -> None:
-    assert len(Settings.model_fields) == 20  # a new setting needs a default and a row above
+    assert len(Settings.model_fields) == 21  # a new setting needs a default and a row above
 
 
 def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -141,6 +142,8 @@ def test_settings_are_frozen() -> None:
         ("BLOBFLOW_MAX_EVENT_BYTES", str(64 * 1024 * 1024), "max_event_bytes", 67108864),
         ("BLOBFLOW_LEASE_MS", "1000", "lease_ms", 1000),
         ("BLOBFLOW_MAX_CONCURRENCY", "1024", "max_concurrency", 1024),
+        ("BLOBFLOW_ACK_WAIT_S", "1", "ack_wait_s", 1.0),
+        ("BLOBFLOW_ACK_WAIT_S", "2.5", "ack_wait_s", 2.5),
     ],
 )
 def test_valid_values(var: str, raw: str, name: str, expected: Any) -> None:
@@ -209,6 +212,8 @@ def test_valid_values(var: str, raw: str, name: str, expected: Any) -> None:
         ),
         ("BLOBFLOW_MAX_CONCURRENCY", "0", "must be an integer from 1 to 1024 (got '0')"),
         ("BLOBFLOW_MAX_CONCURRENCY", "1025", "must be an integer from 1 to 1024 (got '1025')"),
+        ("BLOBFLOW_ACK_WAIT_S", "0.5", "must be a number of seconds from 1 to 3600 (got '0.5')"),
+        ("BLOBFLOW_ACK_WAIT_S", "inf", "must be a number of seconds from 1 to 3600 (got 'inf')"),
         ("BLOBFLOW_API_TOKENS", "abc", f"entry 1: {TOKEN_SHAPE}"),
     ],
 )
