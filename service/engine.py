@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from service.cancellation import CancelToken, raise_if_cancelling
 from service.catalog import Catalog
 from service.compiler import CompiledWorkflow
+from service.crashpoints import CrashingPersistence, CrashingSink, armed
 from service.deltas import DeltaDraft
 from service.events import BlobEvent
-from service.executor import DeltaSink, Executor
+from service.executor import DeltaSink, Executor, Persistence
 from service.logs import bound
 from service.metrics import Metrics
 from service.records import Execution, LogLine, StepRecord, event_execution_id
@@ -214,15 +215,21 @@ class Engine:
         self, workflow: CompiledWorkflow, execution: Execution, lease: Lease, token: CancelToken
     ) -> Execution | None:
         spec = workflow.spec
+        persistence: Persistence = LeasedPersistence(self.store, lease, token)
+        sink = self.sink
+        points = armed()
+        if points:
+            persistence = CrashingPersistence(persistence, points)
+            sink = sink and CrashingSink(sink, points)
         executor = Executor(
             workflow,
             execution,
             caller=self.caller,
-            persistence=LeasedPersistence(self.store, lease, token),
+            persistence=persistence,
             token=token,
             input_schema=self.catalog.validators.get(spec.input_schema_id or ""),
             output_schema=self.catalog.validators.get(spec.output_schema_id or ""),
-            sink=self.sink,
+            sink=sink,
             metrics=self.metrics,
         )
         self.metrics.execution_started(execution.workflow_id)

@@ -102,7 +102,14 @@ class Stack:
         for name in (STREAMS.blobs, STREAMS.deltas, STREAMS.dlq):
             self.nats_server.delete_streams(name)
 
-    async def start(self, name: str | None = None, *, ready: bool = True) -> Replica:
+    async def start(
+        self,
+        name: str | None = None,
+        *,
+        ready: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> Replica:
+        """One more replica; `env` adds to the stack's environment for this one alone."""
         name = name or f"r{len(self.replicas) + 1}"
         port = free_port()
         env = {
@@ -117,6 +124,7 @@ class Stack:
             "BLOBFLOW_LEASE_MS": "3000",
             "BLOBFLOW_LOG_LEVEL": "info",
             **self.env,
+            **(env or {}),
         }
         log_path = self.work_dir / f"{name}.log"
         with log_path.open("wb") as log:
