@@ -74,3 +74,30 @@ async def test_a_burst_stays_within_the_service_limit(
         assert most > 4  # without the limit the burst goes through at once
     else:
         assert 1 < most <= 2 * limit
+
+
+@pytest.mark.asyncio
+async def test_a_step_three_times_longer_than_ack_wait_is_not_redelivered(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    ack_wait_s = 2
+    script_studio(downstream)
+    triggered = Reply(200, json={"triggered": ["p1"]}, delay_s=3 * ack_wait_s)
+    downstream.script("POST", "/providers/trigger", [triggered])
+    stack.env = {"BLOBFLOW_ACK_WAIT_S": str(ack_wait_s)}
+    for _ in range(2):
+        await stack.start()
+    events = EVENTS[:4]
+    js = nats_client.jetstream()
+    for data in events:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    consumer = await js.consumer_info(STREAMS.blobs, STREAMS.consumer)
+    assert consumer.config.ack_wait == ack_wait_s
+    await settle(mongo_db, js, len(events))
+    report = await check(mongo_db, js, CATALOG, events)
+    calls = downstream.calls("POST", "/providers/trigger")
+    print(f"\n{report}\n{len(calls)} calls of {3 * ack_wait_s} s each with AckWait {ack_wait_s} s")
+    assert report.problems == [], str(report)
+    # Acked once its executions were stored: nothing is redelivered or run twice.
+    assert report.redelivered == 0
+    assert len(calls) == len(events)
