@@ -13,6 +13,11 @@ from service.config import Settings
 
 logger = logging.getLogger(__name__)
 RECONNECT_ATTEMPTS = 120  # two minutes at one a second; then the client closes for good
+# A server that stops answering without closing the connection (frozen, partitioned
+# away) is noticed after 2 unanswered pings, 10 to 15 s, and the client moves to
+# another server of the cluster. nats-py's defaults (120 s, 2) would stall for 4 min.
+PING_INTERVAL_S = 5
+MAX_OUTSTANDING_PINGS = 2
 
 
 async def connect_nats(settings: Settings, closed: asyncio.Event | None = None) -> NatsClient:
@@ -30,6 +35,8 @@ async def connect_nats(settings: Settings, closed: asyncio.Event | None = None) 
         "name": "blobflow",
         "max_reconnect_attempts": RECONNECT_ATTEMPTS,
         "reconnect_time_wait": 1,
+        "ping_interval": PING_INTERVAL_S,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         "closed_cb": on_closed,
         "error_cb": on_error,
     }

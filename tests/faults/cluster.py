@@ -7,12 +7,13 @@ from pathlib import Path
 
 from service.embedded import EmbeddedNats
 from service.managed_process import free_port
+from tests.servers.processes import ManagedProcess
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_NAME = "blobflow-faults"
 
 
-class ClusterNode(EmbeddedNats):
+class ClusterNode(ManagedProcess, EmbeddedNats):
     """One node; its client, monitor and route ports are fixed up front, because every
     node names the others' route ports and a restarted node must come back on its own."""
 

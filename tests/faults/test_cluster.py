@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.streams import ensure_streams
@@ -31,6 +33,7 @@ EVENTS = [
     {"event_id": f"evt-{n}", "blob_id": f"blob-{n % 10}", "user_id": "u", "content": f"T{n}."}
     for n in range(60)
 ]
+PAUSED_S = 15.0
 
 
 @pytest_asyncio.fixture
@@ -46,7 +49,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
 @pytest_asyncio.fixture
 async def client(cluster: NatsCluster) -> AsyncIterator[NatsClient]:
     connection = await nats.connect(
-        cluster.url.split(","), reconnect_time_wait=0.5, max_reconnect_attempts=-1
+        cluster.url.split(","),
+        reconnect_time_wait=0.5,
+        max_reconnect_attempts=-1,
+        # Leaves a frozen node within 4 to 6 s, as blobflow does within 10 to 15 s.
+        ping_interval=2,
+        max_outstanding_pings=2,
     )
     try:
         yield connection
@@ -70,6 +78,54 @@ async def publish_until_stored(client: NatsClient, payload: bytes) -> None:
     raise AssertionError("the cluster never stored the event")
 
 
+async def leader_of(js: JetStreamContext) -> str:
+    info = (await js.stream_info(STREAMS.blobs)).cluster
+    assert info is not None
+    assert info.leader is not None
+    return info.leader
+
+
+@asynccontextmanager
+async def loaded_stack(
+    cluster: NatsCluster,
+    client: NatsClient,
+    mongodb: MongoDeployment,
+    database: str,
+    db: Db,
+    downstream: Downstream,
+    work_dir: Path,
+) -> AsyncIterator[Stack]:
+    """Two replicas on the cluster, the first 30 events published, 10 of them completed."""
+    script_studio(downstream)
+    js = client.jetstream()
+    # As the production notes say: the operator creates the streams with 3 replicas.
+    await ensure_streams(js, STREAMS, replicas=3)
+    async with Stack(cluster, mongodb, database, downstream.url, work_dir) as stack:
+        for _ in range(2):
+            await stack.start()
+        for data in EVENTS[:30]:
+            await js.publish(STREAMS.created_subject, orjson.dumps(data))
+
+        async def some_done() -> bool:
+            return await db.executions.count_documents({"status": "completed"}) >= 10
+
+        await eventually(some_done, timeout_s=60)
+        yield stack
+
+
+async def finish(client: NatsClient, db: Db, stack: Stack, since: float) -> str:
+    """The other 30 events, retried as a producer must; then every event settled and checked."""
+    for data in EVENTS[30:]:
+        await publish_until_stored(client, orjson.dumps(data))
+    js = client.jetstream()
+    await settle(db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
+    settled_s = time.monotonic() - since
+    report = await check(db, js, CATALOG, EVENTS)
+    assert report.problems == [], str(report)
+    assert all(r.process.returncode is None for r in stack.replicas)
+    return f"{report}\nquiet {settled_s:.1f} s after the fault began"
+
+
 @pytest.mark.asyncio
 async def test_losing_the_stream_leader_under_load(
     cluster: NatsCluster,
@@ -80,34 +136,66 @@ async def test_losing_the_stream_leader_under_load(
     downstream: Downstream,
     tmp_path: Path,
 ) -> None:
-    script_studio(downstream)
-    js = client.jetstream()
-    # As the production notes say: the operator creates the streams with 3 replicas.
-    await ensure_streams(js, STREAMS, replicas=3)
-    async with Stack(cluster, mongodb, mongo_db_name, downstream.url, tmp_path) as stack:
-        for _ in range(2):
-            await stack.start()
-        for data in EVENTS[:30]:
-            await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    async with loaded_stack(
+        cluster, client, mongodb, mongo_db_name, mongo_db, downstream, tmp_path
+    ) as stack:
+        js = client.jetstream()
+        leader = await leader_of(js)
+        cluster.node(leader).kill()
+        summary = await finish(client, mongo_db, stack, time.monotonic())
+        print(f"\nleader {leader} killed; new leader {await leader_of(js)}\n{summary}")
 
-        async def some_done() -> bool:
-            return await mongo_db.executions.count_documents({"status": "completed"}) >= 10
 
-        await eventually(some_done, timeout_s=60)
-        leader = (await js.stream_info(STREAMS.blobs)).cluster
-        assert leader is not None
-        assert leader.leader is not None
-        cluster.node(leader.leader).kill()
-        killed_at = time.monotonic()
-        for data in EVENTS[30:]:
-            await publish_until_stored(client, orjson.dumps(data))
-        await settle(mongo_db, js, len(expected_keys(CATALOG, EVENTS)), timeout_s=180)
-        report = await check(mongo_db, js, CATALOG, EVENTS)
-        new_leader = (await js.stream_info(STREAMS.blobs)).cluster
-        print(
-            f"\n{report}\nleader {leader.leader} killed; new leader "
-            f"{new_leader.leader if new_leader else None}; quiet after "
-            f"{time.monotonic() - killed_at:.1f} s"
-        )
-        assert report.problems == [], str(report)
-        assert all(r.process.returncode is None for r in stack.replicas)
+@pytest.mark.asyncio
+async def test_one_paused_node_of_three_leaves_processing_going(
+    cluster: NatsCluster,
+    client: NatsClient,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    downstream: Downstream,
+    tmp_path: Path,
+) -> None:
+    async with loaded_stack(
+        cluster, client, mongodb, mongo_db_name, mongo_db, downstream, tmp_path
+    ) as stack:
+        js = client.jetstream()
+        leader = cluster.node(await leader_of(js))
+        leader.pause()  # frozen: connections stay open, nothing answers
+        try:
+            # Everything is published and settled while the node is still frozen.
+            summary = await finish(client, mongo_db, stack, time.monotonic())
+            new_leader = await leader_of(js)
+        finally:
+            leader.resume()
+        print(f"\nleader {leader.server_name} paused; new leader {new_leader}\n{summary}")
+        assert new_leader != leader.server_name
+
+
+@pytest.mark.asyncio
+async def test_two_paused_nodes_of_three_stop_processing_until_they_wake(
+    cluster: NatsCluster,
+    client: NatsClient,
+    mongodb: MongoDeployment,
+    mongo_db_name: str,
+    mongo_db: Db,
+    downstream: Downstream,
+    tmp_path: Path,
+) -> None:
+    async with loaded_stack(
+        cluster, client, mongodb, mongo_db_name, mongo_db, downstream, tmp_path
+    ) as stack:
+        js = client.jetstream()
+        leader = await leader_of(js)
+        paused = [cluster.node(leader), next(n for n in cluster.nodes if n.server_name != leader)]
+        paused_at = time.monotonic()
+        for node in paused:
+            node.pause()  # no quorum: JetStream cannot store, deliver or acknowledge
+        try:
+            await asyncio.sleep(PAUSED_S)
+        finally:
+            for node in paused:
+                node.resume()
+        summary = await finish(client, mongo_db, stack, paused_at)
+        names = " and ".join(node.server_name for node in paused)
+        print(f"\n{names} paused for {PAUSED_S:.0f} s\n{summary}")
