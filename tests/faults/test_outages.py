@@ -25,9 +25,13 @@ EVENTS = [
     {"event_id": f"evt-{n}", "blob_id": f"blob-{n % 10}", "user_id": "u", "content": f"T{n}."}
     for n in range(60)
 ]
-DOWN_S = 5.0
-# Longer than the client's 10 s operation timeout.
-HUNG_S = 12.0
+MONGODB_DOWN_S = 5.0
+# Long enough for every replica to exhaust its publish timeouts and fall back on
+# republishing from MongoDB.
+NATS_DOWN_S = 30.0
+# Six times the client's 10 s operation timeout, and 20 times the lease: on waking,
+# the server's clock has moved on and every lease has expired at once.
+MONGODB_HUNG_S = 60.0
 
 
 @pytest_asyncio.fixture
@@ -59,16 +63,16 @@ class Server(Protocol):
     def resume(self) -> None: ...
 
 
-async def killed(server: Server) -> None:
+async def killed(server: Server, down_s: float) -> None:
     server.kill()
-    await asyncio.sleep(DOWN_S)
+    await asyncio.sleep(down_s)
     await asyncio.to_thread(server.start)
 
 
-async def hung(server: Server) -> None:
+async def hung(server: Server, hung_s: float) -> None:
     server.pause()  # hung, not refusing: calls wait until their timeout
     try:
-        await asyncio.sleep(HUNG_S)
+        await asyncio.sleep(hung_s)
     finally:
         server.resume()
 
@@ -93,21 +97,36 @@ async def survives(
 async def test_mongodb_killed_and_restarted_under_load(
     stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    await survives(stack, nats_client, mongo_db, killed(mongodb), "MongoDB came back")
+    await survives(
+        stack, nats_client, mongo_db, killed(mongodb, MONGODB_DOWN_S), "MongoDB came back"
+    )
 
 
 @pytest.mark.asyncio
-async def test_nats_killed_and_restarted_under_load(
+async def test_nats_killed_under_load_and_restarted_30_s_later(
     stack: Stack, nats_server: NatsServer, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    await survives(stack, nats_client, mongo_db, killed(nats_server), "NATS came back")
+    unpublished: list[int] = []
+
+    async def down() -> None:
+        nats_server.kill()
+        await asyncio.sleep(NATS_DOWN_S)
+        # Runs went on meanwhile: their deltas are stored, their delta events not.
+        unpublished.append(await mongo_db.executions.count_documents({"deltas_published": False}))
+        await asyncio.to_thread(nats_server.start)
+
+    await survives(stack, nats_client, mongo_db, down(), "NATS came back")
+    print(f"{unpublished[0]} executions completed with unpublished deltas while NATS was down")
+    assert unpublished[0] > 0
 
 
 @pytest.mark.asyncio
-async def test_mongodb_hung_under_load(
+async def test_mongodb_hung_for_60_s_under_load(
     stack: Stack, mongodb: MongoDeployment, nats_client: NatsClient, mongo_db: Db
 ) -> None:
-    await survives(stack, nats_client, mongo_db, hung(mongodb), "MongoDB answered again")
+    await survives(
+        stack, nats_client, mongo_db, hung(mongodb, MONGODB_HUNG_S), "MongoDB answered again"
+    )
 
 
 @pytest.mark.asyncio
