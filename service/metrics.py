@@ -8,6 +8,7 @@ from configuration, reasons and statuses from fixed sets.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -15,6 +16,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -85,6 +87,14 @@ class Metrics:
             "Executions queued or running in this process",
             registry=r,
         )
+        self.tasks = Gauge(
+            "blobflow_asyncio_tasks",
+            "asyncio tasks alive in this process: bounded by concurrency, not by backlog",
+            registry=r,
+        )
+        self.tasks.set_function(_task_count)
+        # process_resident_memory_bytes and friends (Linux), for the memory bound.
+        ProcessCollector(registry=r)
         self.api_requests = Counter(
             "blobflow_api_requests",
             "HTTP API requests by route and status",
@@ -129,6 +139,13 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type (0.0.4: what every scraper reads)."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _task_count() -> float:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # collected outside an event loop
+        return 0
 
 
 class MeteredCaller:
