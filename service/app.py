@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pymongo import AsyncMongoClient
 
+from service.admission import Admission
 from service.api.access import Access
 from service.api.app import api_app
 from service.api.context import ApiContext
@@ -39,7 +40,6 @@ from service.metrics import MeteredCaller, Metrics
 from service.publisher import DeltaPublisher
 from service.queries import Queries
 from service.ratelimit import RateLimiter
-from service.recovery import recover_forever
 from service.registration import CHANGED_SUBJECT, RegistrationResponder
 from service.registry import DefinitionStore
 from service.service_limits import LimitedCaller
@@ -66,6 +66,7 @@ class Service:
     store: ExecutionStore
     engine: Engine
     dispatcher: Dispatcher
+    admission: Admission
     consumer: Consumer
     canceller: Canceller
     metrics: Metrics
@@ -146,24 +147,23 @@ async def start(
         dispatcher = Dispatcher(
             engine, concurrency=settings.max_concurrency, lease_ms=settings.lease_ms
         )
+        admission = Admission(
+            store,
+            dispatcher,
+            publisher,
+            worker_id=engine.worker_id,
+            capacity=settings.max_concurrency * 4,
+            interval_s=settings.lease_ms / 2000,
+        )
         intake = Intake(
             js=js,
             names=names,
             catalog=lambda: engine.catalog,
-            store=store,
-            worker_id=engine.worker_id,
-            dispatch=dispatcher.submit,
+            admit=admission.admit,
             max_event_bytes=settings.max_event_bytes,
             metrics=metrics,
         )
-        consumer = Consumer(
-            js,
-            names,
-            intake,
-            dispatcher,
-            max_backlog=settings.max_concurrency * 4,
-            connection_closed=lambda: nc.is_closed,
-        )
+        consumer = Consumer(js, names, intake, connection_closed=lambda: nc.is_closed)
         metrics.watch_backlog(lambda: dispatcher.backlog)
         canceller = Canceller(nc, store, engine, dispatcher)
         service = Service(
@@ -174,6 +174,7 @@ async def start(
             store,
             engine,
             dispatcher,
+            admission,
             consumer,
             canceller,
             metrics,
@@ -189,25 +190,17 @@ async def start(
         reloads = await nc.subscribe(CHANGED_SUBJECT, cb=reload)
         stack.push_async_callback(_quietly, reloads.unsubscribe)
         service.http_port = await stack.enter_async_context(_http(service))
-        async with _workers(service, store, dispatcher, consumer, publisher):
+        async with _workers(service):
             yield service
 
 
 @asynccontextmanager
-async def _workers(
-    service: Service,
-    store: ExecutionStore,
-    dispatcher: Dispatcher,
-    consumer: Consumer,
-    publisher: DeltaPublisher,
-) -> AsyncIterator[None]:
+async def _workers(service: Service) -> AsyncIterator[None]:
+    dispatcher, consumer = service.dispatcher, service.consumer
     async with asyncio.TaskGroup() as group:
         dispatching = group.create_task(dispatcher.run())
         consuming = group.create_task(consumer.run())
-        interval_s = service.settings.lease_ms / 2000
-        recovering = group.create_task(
-            recover_forever(store, dispatcher, publisher, interval_s=interval_s)
-        )
+        admitting = group.create_task(service.admission.run())
         answering = group.create_task(CancelResponder(service.nc, service.canceller).run())
         try:
             yield
@@ -217,10 +210,10 @@ async def _workers(
             consumer.stop()
             await asyncio.wait({consuming}, timeout=CONSUMER_STOP_TIMEOUT_S)
             consuming.cancel()
-            recovering.cancel()
+            admitting.cancel()
             answering.cancel()
             # Queued work goes back at once rather than when its lease runs out.
-            await store.release(dispatcher.take_queued())
+            await service.store.release(dispatcher.take_queued())
             if not await dispatcher.drain(DRAIN_TIMEOUT_S):
                 logger.warning("stopping with executions still running; they will be resumed")
             dispatching.cancel()
@@ -245,7 +238,7 @@ async def _http(service: Service) -> AsyncIterator[int]:
         queries=Queries(db),
         definitions=service.definitions,
         catalog=lambda: service.engine.catalog,
-        submitter=Submitter(service.store, service.dispatcher, service.engine.worker_id),
+        submitter=Submitter(service.dispatcher, service.admission.admit),
         canceller=service.canceller,
         metrics=service.metrics,
         announce=service.announce,

@@ -2,10 +2,12 @@
 
 Batches start at one message and double while they come back full: a
 JetStream fetch of n waits for all n or its timeout, so large batches on a
-quiet stream would add latency. Fetching pauses while the local backlog is
-full. A watchdog re-binds the subscription when it stays silent although the
-consumer has messages pending (nats.py issue 504: a pull subscription may
-stop receiving after a server restart).
+quiet stream would add latency. Fetching never waits for the local queue:
+once it is full, intake parks new executions in MongoDB (see `admission`),
+so the backlog is ordered by priority there. A watchdog re-binds the
+subscription when it stays silent although the consumer has messages pending
+(nats.py issue 504: a pull subscription may stop receiving after a server
+restart).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from service.cancellation import raise_if_cancelling
-from service.dispatcher import Dispatcher
 from service.errors import NatsGone
 from service.intake import Intake
 from service.streams import StreamNames
@@ -37,9 +38,7 @@ class Consumer:
         js: JetStreamContext,
         names: StreamNames,
         intake: Intake,
-        dispatcher: Dispatcher,
         *,
-        max_backlog: int,
         max_batch: int = 32,
         # Short: a graceful stop waits for the fetch in flight, and an idle
         # pull every quarter second costs the server next to nothing.
@@ -54,8 +53,6 @@ class Consumer:
         self.js = js
         self.names = names
         self.intake = intake
-        self.dispatcher = dispatcher
-        self.max_backlog = max_backlog
         self.max_batch = max_batch
         self.fetch_timeout_s = fetch_timeout_s
         self.watchdog_s = watchdog_s
@@ -69,7 +66,6 @@ class Consumer:
         quiet_since = time.monotonic()
         while not self._stopping.is_set():
             raise_if_cancelling()
-            await self.dispatcher.wait_for_room(self.max_backlog)
             try:
                 messages = await subscription.fetch(batch, timeout=self.fetch_timeout_s)
             except (NatsTimeoutError, TimeoutError):  # nats-py raises either, by path

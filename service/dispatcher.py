@@ -1,7 +1,7 @@
 """Running executions with bounded concurrency, highest priority first.
 
-Intake hands over executions it leased to this worker; recovery hands over
-ids of executions nobody holds, to be claimed first. A fixed number of
+Admission hands over executions leased to this worker: new ones, and ones
+it claimed because nobody held them. A fixed number of
 workers take the highest priority item next; one execution failing never
 affects another. An item that waited longer than half its lease has its
 lease renewed first, so work another replica took over is not run twice.
@@ -27,9 +27,8 @@ logger = logging.getLogger(__name__)
 @dataclass(order=True, slots=True)
 class _Item:
     rank: tuple[int, int]  # (-priority, arrival): the heap's order
-    execution_id: str = field(compare=False)
-    execution: Execution | None = field(compare=False, default=None)
-    lease: Lease | None = field(compare=False, default=None)
+    execution: Execution = field(compare=False)
+    lease: Lease = field(compare=False)
     queued_at: float = field(compare=False, default_factory=time.monotonic)
     withdrawn: bool = field(compare=False, default=False)
 
@@ -55,11 +54,7 @@ class Dispatcher:
 
     def submit(self, leased: Sequence[tuple[Execution, Lease]]) -> None:
         for execution, lease in leased:
-            self._put(_Item(self._rank(execution.priority), execution.id, execution, lease))
-
-    def submit_claim(self, execution_id: str, priority: int) -> None:
-        """Queue an execution that must be claimed before it runs."""
-        self._put(_Item(self._rank(priority), execution_id))
+            self._put(_Item(self._rank(execution.priority), execution, lease))
 
     async def wait_for_room(self, limit: int) -> None:
         """Return once the backlog is under `limit`: backpressure for intake."""
@@ -87,7 +82,7 @@ class Dispatcher:
     def withdraw(self, execution_id: str) -> tuple[Execution, Lease] | None:
         """Take a leased execution out of the queue before it starts (to cancel it)."""
         item = self._waiting.get(execution_id)
-        if item is None or item.execution is None or item.lease is None:
+        if item is None:
             return None
         del self._waiting[execution_id]
         item.withdrawn = True  # the heap keeps it; the worker that pops it skips it
@@ -106,20 +101,19 @@ class Dispatcher:
             item = self._queue.get_nowait()
             if item.withdrawn:
                 continue
-            self._waiting.pop(item.execution_id, None)
-            self._known.discard(item.execution_id)
-            if item.lease is not None:
-                leases.append(item.lease)
+            self._waiting.pop(item.execution.id, None)
+            self._known.discard(item.execution.id)
+            leases.append(item.lease)
         return leases
 
     def _rank(self, priority: int) -> tuple[int, int]:
         return (-priority, next(self._arrivals))
 
     def _put(self, item: _Item) -> None:
-        if item.execution_id in self._known:
+        if item.execution.id in self._known:
             return  # already queued or running here
-        self._known.add(item.execution_id)
-        self._waiting[item.execution_id] = item
+        self._known.add(item.execution.id)
+        self._waiting[item.execution.id] = item
         self._queue.put_nowait(item)
 
     async def _work(self) -> None:
@@ -128,27 +122,24 @@ class Dispatcher:
             item = await self._queue.get()
             if item.withdrawn:
                 continue
-            self._waiting.pop(item.execution_id, None)
+            self._waiting.pop(item.execution.id, None)
             self._busy += 1
             try:
                 await self._execute(item)
             except Exception:
-                logger.exception("execution %s failed unexpectedly", item.execution_id)
+                logger.exception("execution %s failed unexpectedly", item.execution.id)
             finally:
                 self._busy -= 1
-                self._known.discard(item.execution_id)
+                self._known.discard(item.execution.id)
                 self._room.set()
 
     async def _execute(self, item: _Item) -> None:
-        if item.execution is None or item.lease is None:
-            await self.engine.resume(item.execution_id)
-            return
         cancelled = False
         if time.monotonic() - item.queued_at >= self.lease_s / 2:
             try:
                 # Fenced by owner and epoch: succeeds only if nobody claimed it.
                 cancelled = await self.engine.store.renew(item.lease)
             except LeaseLost:
-                logger.info("execution %s was taken over while queued", item.execution_id)
+                logger.info("execution %s was taken over while queued", item.execution.id)
                 return
         await self.engine.run_leased(item.execution, item.lease, cancelled=cancelled)

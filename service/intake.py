@@ -10,7 +10,7 @@ cancelled handler (shutdown) settles nothing, so the message comes back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -26,7 +26,6 @@ from service.errors import UnstorableError
 from service.events import EventError, decode_event
 from service.metrics import Metrics
 from service.records import Execution, now
-from service.store import ExecutionStore, Lease
 from service.streams import StreamNames
 from service.triggers import EventKind
 
@@ -41,8 +40,10 @@ class Outcome:
     delay_s: float | None = None
 
 
-class Dispatch(Protocol):
-    def __call__(self, leased: Sequence[tuple[Execution, Lease]]) -> None: ...
+class Admit(Protocol):
+    """Store new executions durably (see `Admission.admit`); how many were new."""
+
+    def __call__(self, executions: Sequence[Execution]) -> Awaitable[int]: ...
 
 
 class Intake:
@@ -52,18 +53,14 @@ class Intake:
         js: JetStreamContext,
         names: StreamNames,
         catalog: Callable[[], Catalog],
-        store: ExecutionStore,
-        worker_id: str,
-        dispatch: Dispatch,
+        admit: Admit,
         max_event_bytes: int,
         metrics: Metrics | None = None,
     ) -> None:
         self.js = js
         self.names = names
         self.catalog = catalog
-        self.store = store
-        self.worker_id = worker_id
-        self.dispatch = dispatch
+        self.admit = admit
         self.max_event_bytes = max_event_bytes
         self.metrics = metrics or Metrics()
         self.kinds: dict[str, EventKind] = {
@@ -102,7 +99,7 @@ class Intake:
             for binding in catalog.match(event.data, event.kind)
         ]
         try:
-            leases = await self.store.create_many(executions, self.worker_id)
+            new = await self.admit(executions)
         except UnstorableError as exc:
             # Valid JSON that BSON cannot hold (an integer beyond 64 bits, a NUL
             # in a key): retrying cannot help, so it is bad input.
@@ -110,9 +107,7 @@ class Intake:
         except PyMongoError as exc:
             logger.warning("event %s not stored, redelivering: %s", event.event_id, exc)
             return Outcome("nak", "store unavailable", RETRY_DELAY_S)
-        by_id = {execution.id: execution for execution in executions}
-        self.dispatch([(by_id[lease.execution_id], lease) for lease in leases])
-        return Outcome("ack", f"{len(leases)} new of {len(executions)} executions")
+        return Outcome("ack", f"{new} new of {len(executions)} executions")
 
     async def _reject(self, msg: Msg, error: EventError) -> Outcome:
         sequence = msg.metadata.sequence.stream if msg.reply else None

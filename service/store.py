@@ -14,6 +14,7 @@ race leaves no gap; the loser of a race re-reads the maximum and goes on.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,16 @@ class ExecutionStore:
                     for name, keys in _LISTINGS.items()
                 ),
                 IndexModel([("status", ASCENDING), ("lease.expires_ms", ASCENDING)], name="lease"),
+                # What to claim next: equality, sort, range.
+                IndexModel(
+                    [
+                        ("status", ASCENDING),
+                        ("priority", DESCENDING),
+                        ("created_at", ASCENDING),
+                        ("lease.expires_ms", ASCENDING),
+                    ],
+                    name="claim",
+                ),
                 IndexModel(
                     [("completed_at", ASCENDING)],
                     partialFilterExpression={"status": "completed", "deltas_published": False},
@@ -132,14 +143,25 @@ class ExecutionStore:
         They stay pending, so the API shows them queued, but other workers
         leave them alone until the lease runs out.
         """
-        if not executions:
-            return []
         expires_ms = int(now().timestamp() * 1000) + self.lease_ms
+        lease = {"owner": owner, "epoch": 1, "expires_ms": expires_ms}
+        new = await self._insert_new(executions, lease)
+        return [Lease(e.id, owner, 1) for e in executions if e.id in new]
+
+    async def park_many(self, executions: Sequence[Execution]) -> int:
+        """Insert executions nobody holds, for any worker to claim (`claim_many`); skip
+        those that exist. How many were new."""
+        return len(await self._insert_new(executions, {"owner": None, "epoch": 0, "expires_ms": 0}))
+
+    async def _insert_new(self, executions: Sequence[Execution], lease: Document) -> set[str]:
+        """Insert in one round trip; the ids that were not there yet."""
+        if not executions:
+            return set()
         documents = []
         for execution in executions:
             document = to_document(execution)
             document["logs"] = []
-            document["lease"] = {"owner": owner, "epoch": 1, "expires_ms": expires_ms}
+            document["lease"] = dict(lease)
             documents.append(document)
         existing: set[str] = set()
         try:
@@ -152,7 +174,7 @@ class ExecutionStore:
             if any(error.get("code") != 11000 for error in errors):
                 raise
             existing = {documents[error["index"]]["_id"] for error in errors}
-        return [Lease(e.id, owner, 1) for e in executions if e.id not in existing]
+        return {e.id for e in executions} - existing
 
     async def claim(self, execution_id: str, owner: str) -> tuple[Execution, Lease] | None:
         """Take a pending execution, or a running one whose lease expired."""
@@ -182,19 +204,53 @@ class ExecutionStore:
             return None
         return from_document(claimed), Lease(execution_id, owner, claimed["lease"]["epoch"])
 
-    async def claimable(self, limit: int = 100) -> list[tuple[str, int]]:
-        """(id, priority) of executions no live worker holds, highest priority first.
+    async def claim_many(self, owner: str, limit: int) -> list[tuple[Execution, Lease]]:
+        """Take up to `limit` executions no live worker holds, highest priority first,
+        oldest first within a priority; three round trips however many.
 
-        Read on this worker's clock; `claim` decides on the server's.
+        Candidates are read on this worker's clock; the update decides on the
+        server's, document by document, so workers claiming at once never take
+        the same execution: each reads back only what carries its claim token.
         """
-        expired = {"$lt": int(now().timestamp() * 1000)}
-        cursor = self.executions.find(
-            {"status": {"$in": ["pending", "running"]}, "lease.expires_ms": expired},
-            {"priority": True},
-            sort=[("priority", DESCENDING)],
+        if limit <= 0:
+            return []
+        expired_here = {"$lt": int(now().timestamp() * 1000)}
+        candidates = self.executions.find(
+            {"status": {"$in": ["pending", "running"]}, "lease.expires_ms": expired_here},
+            {"_id": True},
+            sort=[("priority", DESCENDING), ("created_at", ASCENDING)],
             limit=limit,
+            hint="claim",
         )
-        return [(document["_id"], document.get("priority", 0)) async for document in cursor]
+        ids = [document["_id"] async for document in candidates]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
+        await self.executions.update_many(
+            {"_id": {"$in": ids}, "status": {"$in": ["pending", "running"]}, "$expr": expired},
+            [
+                {
+                    "$set": {
+                        "lease": {
+                            "owner": {"$literal": owner},
+                            "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
+                            "expires_ms": {"$add": [_NOW_MS, self.lease_ms]},
+                            "claim": token,
+                        }
+                    }
+                }
+            ],
+        )
+        claimed = self.executions.find({"_id": {"$in": ids}, "lease.claim": token}, {"logs": False})
+        taken = {
+            document["_id"]: (
+                from_document(document),
+                Lease(document["_id"], owner, document["lease"]["epoch"]),
+            )
+            async for document in claimed
+        }
+        return [taken[execution_id] for execution_id in ids if execution_id in taken]
 
     async def checkpoint(
         self, lease: Lease, execution: Execution, logs: Sequence[LogLine] = ()

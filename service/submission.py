@@ -1,8 +1,9 @@
 """Manual runs (`POST /v1/workflows/{id}/execute`): the same durable path as events.
 
-A manual run is stored as a pending execution leased to this worker and
-queued by priority beside event-triggered ones; if this worker stops
-first, the lease runs out and any replica resumes it.
+A manual run is admitted like an event's executions (see `admission`): leased
+to this worker and queued by priority beside event-triggered ones, or parked
+for any replica when this one is full; if this worker stops first, the lease
+runs out and any replica resumes it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from service.compiler import CompiledWorkflow
 from service.dispatcher import Dispatcher
 from service.errors import ServiceStopping
+from service.intake import Admit
 from service.records import Execution, StepRecord
-from service.store import ExecutionStore
 
 MANUAL_EVENT_PREFIX = "manual:"
 
@@ -47,16 +48,14 @@ def manual_execution(
 
 
 class Submitter:
-    def __init__(self, store: ExecutionStore, dispatcher: Dispatcher, worker_id: str) -> None:
-        self.store = store
+    def __init__(self, dispatcher: Dispatcher, admit: Admit) -> None:
         self.dispatcher = dispatcher
-        self.worker_id = worker_id
+        self.admit = admit
 
     async def submit(self, execution: Execution) -> Execution:
         """Store the execution and queue it here; it then runs like any other."""
         if not self.dispatcher.accepting:
             # Queued here now, it would wait out a lease nobody renews.
             raise ServiceStopping("this replica is stopping; send the run to another")
-        leases = await self.store.create_many([execution], self.worker_id)
-        self.dispatcher.submit([(execution, lease) for lease in leases])
+        await self.admit([execution])
         return execution

@@ -27,17 +27,23 @@ CHAPTER = {
 }
 
 
-class Dispatched:
-    def __init__(self) -> None:
+class Admitted:
+    """Admission without a dispatcher: stores leased to "w1" and keeps what it leased."""
+
+    def __init__(self, store: ExecutionStore) -> None:
+        self.store = store
         self.leased: list[tuple[Execution, Lease]] = []
 
-    def __call__(self, leased: Sequence[tuple[Execution, Lease]]) -> None:
-        self.leased.extend(leased)
+    async def __call__(self, executions: Sequence[Execution]) -> int:
+        leases = await self.store.create_many(executions, "w1")
+        by_id = {execution.id: execution for execution in executions}
+        self.leased.extend((by_id[lease.execution_id], lease) for lease in leases)
+        return len(leases)
 
 
 async def _intake(
     nats_client: NatsClient, mongo_db: Db, prefix: str
-) -> tuple[Intake, JetStreamContext, StreamNames, Dispatched]:
+) -> tuple[Intake, JetStreamContext, StreamNames, Admitted]:
     names = StreamNames.prefixed(prefix)
     js = nats_client.jetstream()
     await ensure_streams(js, names)
@@ -45,14 +51,12 @@ async def _intake(
     store = ExecutionStore(mongo_db)
     await store.ensure_indexes()
     catalog = example_catalog()
-    dispatched = Dispatched()
+    dispatched = Admitted(store)
     intake = Intake(
         js=js,
         names=names,
         catalog=lambda: catalog,
-        store=store,
-        worker_id="w1",
-        dispatch=dispatched,
+        admit=dispatched,
         max_event_bytes=64 * 1024,
     )
     return intake, js, names, dispatched

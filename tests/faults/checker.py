@@ -14,6 +14,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 from nats.errors import Error as NatsError
@@ -140,3 +141,15 @@ async def _delta_event_ids(js: JetStreamContext) -> Counter[str]:
         message = await js.get_msg(STREAMS.deltas, sequence)
         ids[(message.headers or {}).get("Nats-Msg-Id", "")] += 1
     return ids
+
+
+def inverted_share(rows: list[tuple[int, float]]) -> float:
+    """Of the pairs with different priorities, the share where the lower one started first."""
+    pairs = inverted = 0
+    for (priority_a, started_a), (priority_b, started_b) in combinations(rows, 2):
+        if priority_a == priority_b:
+            continue
+        pairs += 1
+        higher_first = (priority_a > priority_b) == (started_a <= started_b)
+        inverted += not higher_first
+    return inverted / pairs if pairs else 0.0

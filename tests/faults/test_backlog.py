@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.streams import ensure_streams
-from tests.faults.checker import check, settle
+from tests.faults.checker import check, expected_keys, inverted_share, settle
 from tests.faults.stack import STREAMS, Replica, Stack
 from tests.servers import Downstream
 from tests.support import eventually, example_catalog, script_studio
@@ -125,3 +125,42 @@ async def test_a_backlog_of_10000_events_keeps_memory_and_tasks_bounded(
     assert max(tasks) <= 8 * CONCURRENCY + MAX_BATCH + 50
     assert rss_kib[-1] - warm_kib < 32 * 1024
     assert peak_kib < 300 * 1024
+
+
+@pytest.mark.asyncio
+async def test_higher_priority_starts_first_when_the_backlog_is_still_in_nats(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    script_studio(downstream)
+    js = nats_client.jetstream()
+    await ensure_streams(js, STREAMS)
+    # 200 plain events (priority 0), then 100 chapters: each runs a priority 10 workflow
+    # (book-writer) besides the priority 0 one. The urgent work is at the back of the stream.
+    events: list[dict[str, Any]] = [
+        {"event_id": f"evt-{n}", "blob_id": f"blob-{n % 20}", "user_id": "u", "content": "T."}
+        for n in range(300)
+    ]
+    for data in events[200:]:
+        data["metadata"] = {"type": "chapter", "chapter_number": 1}
+    for data in events:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    started = time.monotonic()
+    await stack.start(env={"BLOBFLOW_MAX_CONCURRENCY": "4"})
+    expected = expected_keys(CATALOG, events)
+    await settle(mongo_db, js, len(expected), timeout_s=240)
+    report = await check(mongo_db, js, CATALOG, events)
+    assert report.problems == [], str(report)
+    rows = [
+        (d["priority"], d["started_at"].timestamp())
+        async for d in mongo_db.executions.find({}, {"priority": True, "started_at": True})
+    ]
+    share = inverted_share(rows)
+    urgent = sorted(started_at for priority, started_at in rows if priority == 10)
+    plain = sorted(started_at for priority, started_at in rows if priority == 0)
+    print(
+        f"\n{report}\n{time.monotonic() - started:.1f} s; {share:.1%} of differently "
+        f"prioritised pairs started out of order; the last priority 10 execution started "
+        f"before {sum(s > urgent[-1] for s in plain)} of {len(plain)} priority 0 ones"
+    )
+    # Without parking, nearly every priority 0 execution would start first (about 67%).
+    assert share < 0.1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from itertools import combinations
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from service.engine import new_execution
 from service.records import now, to_document
 from service.store import ExecutionStore
-from tests.faults.checker import settle
+from tests.faults.checker import inverted_share, settle
 from tests.faults.stack import Stack
 from tests.servers import Downstream
 from tests.support import binding_of, blob_event, example_catalog, script_studio
@@ -27,18 +26,6 @@ from tests.support import binding_of, blob_event, example_catalog, script_studio
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 Db = AsyncDatabase[dict[str, Any]]
 BACKLOG = 500
-
-
-def inverted_share(rows: list[tuple[int, float]]) -> float:
-    """Of the pairs with different priorities, the share where the lower one started first."""
-    pairs = inverted = 0
-    for (priority_a, started_a), (priority_b, started_b) in combinations(rows, 2):
-        if priority_a == priority_b:
-            continue
-        pairs += 1
-        higher_first = (priority_a > priority_b) == (started_a <= started_b)
-        inverted += not higher_first
-    return inverted / pairs if pairs else 0.0
 
 
 @pytest.mark.parametrize(

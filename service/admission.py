@@ -1,0 +1,107 @@
+"""Admission: where new executions go, and how a replica takes work nobody holds.
+
+New executions are stored leased to this replica and queued here while its
+queue has room. Once the queue is full they are parked instead: stored with no
+owner, for whichever replica has room first to claim, highest priority first.
+So priority holds across the whole backlog, not just the part one replica has
+taken in, and memory stays bounded: the backlog waits in MongoDB, not here.
+
+The same claims take over executions whose owner died (their lease ran out);
+and on a timer of half a lease, delta events never confirmed are sent again.
+Claiming is atomic, so every replica doing this at once is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from nats.errors import Error as NatsError
+from pymongo.errors import PyMongoError
+
+from service.cancellation import raise_if_cancelling
+from service.dispatcher import Dispatcher
+from service.publisher import DeltaPublisher, republish
+from service.records import Execution
+from service.store import ExecutionStore
+
+logger = logging.getLogger(__name__)
+
+
+class Admission:
+    """`capacity`: executions queued or running here before new ones are parked; the
+    queue is topped up from what is parked once it is down to half."""
+
+    def __init__(
+        self,
+        store: ExecutionStore,
+        dispatcher: Dispatcher,
+        publisher: DeltaPublisher | None,
+        *,
+        worker_id: str,
+        capacity: int,
+        interval_s: float,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.publisher = publisher
+        self.worker_id = worker_id
+        self.capacity = capacity
+        self.interval_s = interval_s
+        # Parked work may be waiting: new executions queue behind it, not ahead.
+        self._parked = False
+        self._wake = asyncio.Event()
+
+    def overflowing(self) -> bool:
+        return self._parked or self.dispatcher.backlog >= self.capacity
+
+    async def admit(self, executions: Sequence[Execution]) -> int:
+        """Store new executions, to run here or parked; how many were new (the rest existed)."""
+        if self.overflowing():
+            parked = await self.store.park_many(executions)
+            if parked:
+                self._parked = True
+                self._wake.set()
+            return parked
+        leases = await self.store.create_many(executions, self.worker_id)
+        by_id = {execution.id: execution for execution in executions}
+        self.dispatcher.submit([(by_id[lease.execution_id], lease) for lease in leases])
+        return len(leases)
+
+    async def take(self) -> int:
+        """Claim what fits in the queue, highest priority first; how many."""
+        room = self.capacity - self.dispatcher.backlog
+        if room <= 0:
+            return 0
+        claimed = await self.store.claim_many(self.worker_id, room)
+        self.dispatcher.submit(claimed)
+        self._parked = len(claimed) == room  # a full batch: there may be more
+        return len(claimed)
+
+    async def run(self) -> None:
+        """Top up the queue while parked work waits; else look on the timer."""
+        republish_at = 0.0
+        while True:
+            raise_if_cancelling()
+            await self.dispatcher.wait_for_room(self.capacity // 2 + 1)
+            try:
+                taken = await self.take()
+                if taken:
+                    logger.debug("claimed %d executions nobody held", taken)
+                if self.publisher is not None and time.monotonic() >= republish_at:
+                    republish_at = time.monotonic() + self.interval_s
+                    await republish(self.store, self.publisher)
+            except (PyMongoError, NatsError, TimeoutError) as exc:
+                logger.warning("claiming executions failed, trying again: %s", exc)
+                self._parked = False  # not known any more; the timer looks again
+            if not self._parked:
+                await self._nap()
+
+    async def _nap(self) -> None:
+        """Until something is parked here, or the timer for others' parked or lost work."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.interval_s)
+        self._wake.clear()
