@@ -111,7 +111,14 @@ class Dispatcher:
 
     def _put(self, item: _Item) -> None:
         if item.execution.id in self._known:
-            return  # already queued or running here
+            # Already queued or running here. Queued past its lease, it may have been
+            # claimed again by this very worker: the queued item takes the new lease,
+            # or its renewal would fail and nobody would run it.
+            waiting = self._waiting.get(item.execution.id)
+            if waiting is not None and item.lease.epoch > waiting.lease.epoch:
+                waiting.execution, waiting.lease = item.execution, item.lease
+                waiting.queued_at = item.queued_at
+            return
         self._known.add(item.execution.id)
         self._waiting[item.execution.id] = item
         self._queue.put_nowait(item)

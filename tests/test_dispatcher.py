@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from service.dispatcher import Dispatcher
 from service.engine import new_execution
 from service.events import check_event
+from service.store import Lease
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, catalog_with, engine_for, step
 
@@ -55,3 +56,20 @@ async def test_a_backlog_runs_highest_priority_first_within_the_concurrency_boun
     assert all(priorities[i] >= priorities[i + 2] for i in range(len(priorities) - 2))
     statuses = {d["status"] async for d in mongo_db["executions"].find({})}
     assert statuses == {"completed"}
+
+
+@pytest.mark.asyncio
+async def test_a_queued_execution_claimed_again_here_keeps_the_newer_lease(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    catalog = catalog_with([step("a")])
+    async with engine_for(catalog, mongo_db, downstream) as engine:
+        event = check_event({"event_id": "e", "blob_id": "b", "user_id": "u"}, "onCreate")
+        execution = new_execution(event, binding_of(catalog, "wf"), catalog.workflows["wf"])
+        dispatcher = Dispatcher(engine, concurrency=1, lease_ms=15_000)
+        old = Lease(execution.id, engine.worker_id, 1)
+        dispatcher.submit([(execution, old)])
+        dispatcher.submit([(execution, replace(old, epoch=2))])
+        dispatcher.submit([(execution, old)])  # an older one changes nothing
+        assert dispatcher.backlog == 1
+        assert dispatcher.take_queued() == [replace(old, epoch=2)]

@@ -1,9 +1,12 @@
-"""A backlog of 10,000 events: memory and tasks stay bounded while it is worked off.
+"""Backlogs: 10,000 queued events in bounded memory, and priority across a backlog.
 
-The MongoDB-wire test server runs about 3 executions a second on one replica,
-so working off all 10,000 would take an hour: the replica works for a minute
-while memory, tasks and messages in hand are sampled, then the rest of the
-backlog is purged from the stream and what was taken in is checked as usual.
+A replica takes the stream's backlog in as parked executions in MongoDB (see
+`service/admission.py`) and runs them from there. The MongoDB-wire test server
+runs about 14 executions a second on one replica, so working off all 10,000
+would take a quarter of an hour and slow every later case: the replica works
+for a minute while memory, tasks and messages in hand are sampled; then what it
+has not started is discarded (the stream purged, parked executions deleted) and
+what it did is checked as usual.
 """
 
 from __future__ import annotations
@@ -94,10 +97,15 @@ async def test_a_backlog_of_10000_events_keeps_memory_and_tasks_bounded(
             await asyncio.sleep(0.5)
         peak_kib = memory_kib(replica.pid)["VmHWM"]
         completed = await mongo_db.executions.count_documents({"status": "completed"})
+        left_in_stream = (await js.consumer_info(STREAMS.blobs, STREAMS.consumer)).num_pending
         await js.purge_stream(STREAMS.blobs)
+        parked = {"status": "pending", "lease.owner": None}
+        discarded = (await mongo_db.executions.delete_many(parked)).deleted_count
 
         async def idle() -> bool:
-            return (await gauges(http, replica))["blobflow_backlog_executions"] == 0
+            unfinished = {"status": {"$in": ["pending", "running"]}}
+            queued = (await gauges(http, replica))["blobflow_backlog_executions"]
+            return queued == 0 and await mongo_db.executions.count_documents(unfinished) == 0
 
         await eventually(idle, timeout_s=120)
     taken = {d["event_id"] async for d in mongo_db.executions.find({}, {"event_id": True})}
@@ -108,7 +116,9 @@ async def test_a_backlog_of_10000_events_keeps_memory_and_tasks_bounded(
     warm_kib = rss_kib[len(rss_kib) // 6]
     print(
         f"\n{report}\n{BACKLOG} events queued; in {WATCH_S:.0f} s {completed} executions "
-        f"completed; RSS {rss_kib[0] / 1024:.0f} MiB at start, {warm_kib / 1024:.0f} MiB "
+        f"completed, {BACKLOG - left_in_stream} events taken in, {discarded} parked "
+        f"executions discarded after; RSS {rss_kib[0] / 1024:.0f} MiB at start, "
+        f"{warm_kib / 1024:.0f} MiB "
         f"warm, {rss_kib[-1] / 1024:.0f} MiB at the end, peak {peak_kib / 1024:.0f} MiB; "
         f"at most {max(tasks):.0f} tasks, {max(backlog):.0f} executions queued or running, "
         f"{max(in_hand)} messages in hand"
@@ -119,10 +129,13 @@ async def test_a_backlog_of_10000_events_keeps_memory_and_tasks_bounded(
     # batch in hand when that is reached can add up to 32 (the largest batch).
     assert max(backlog) <= 4 * CONCURRENCY + MAX_BATCH
     assert max(in_hand) <= 8 * CONCURRENCY  # the consumer's MaxAckPending
-    # Tasks: a few per running execution (its heartbeat, a call raced against its
-    # cancel token), one per message in hand, and a fixed set (workers, clients,
-    # loops); set by configuration, not by the backlog.
-    assert max(tasks) <= 8 * CONCURRENCY + MAX_BATCH + 50
+    # Tasks, counted with asyncio.all_tasks() under load: per running execution its
+    # worker, its heartbeat and a call raced against its cancel token (2); one per
+    # message in hand; and PyMongo's async driver runs two per operation in flight
+    # (a read and a cancellation poll), at most one per message, two per execution
+    # (its write and its heartbeat's). Set by configuration, not by the backlog.
+    bound = 4 * CONCURRENCY + MAX_BATCH + 2 * (MAX_BATCH + 2 * CONCURRENCY) + 30
+    assert max(tasks) <= bound
     assert rss_kib[-1] - warm_kib < 32 * 1024
     assert peak_kib < 300 * 1024
 
@@ -162,5 +175,7 @@ async def test_higher_priority_starts_first_when_the_backlog_is_still_in_nats(
         f"prioritised pairs started out of order; the last priority 10 execution started "
         f"before {sum(s > urgent[-1] for s in plain)} of {len(plain)} priority 0 ones"
     )
-    # Without parking, nearly every priority 0 execution would start first (about 67%).
-    assert share < 0.1
+    # Taken in stream order, the 200 plain executions would all start before any
+    # priority 10 one: 20,000 of the 30,000 pairs (67%) out of order. Those started
+    # before intake reached the chapters are out of order whatever is done.
+    assert share < 0.25
