@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 
 from service.cancellation import raise_if_cancelling
 from service.dispatcher import Dispatcher
+from service.metrics import Metrics
 from service.publisher import DeltaPublisher, republish
 from service.records import Execution
 from service.store import ExecutionStore
@@ -44,6 +45,7 @@ class Admission:
         worker_id: str,
         capacity: int,
         interval_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -51,6 +53,7 @@ class Admission:
         self.worker_id = worker_id
         self.capacity = capacity
         self.interval_s = interval_s
+        self.metrics = metrics or Metrics()
         # Parked work may be waiting: new executions queue behind it, not ahead.
         self._parked = False
         self._wake = asyncio.Event()
@@ -62,6 +65,7 @@ class Admission:
         """Store new executions, to run here or parked; how many were new (the rest existed)."""
         if self.overflowing():
             parked = await self.store.park_many(executions)
+            self.metrics.parked(parked)
             if parked:
                 self._parked = True
                 self._wake.set()

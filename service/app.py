@@ -154,6 +154,7 @@ async def start(
             worker_id=engine.worker_id,
             capacity=settings.max_concurrency * 4,
             interval_s=settings.lease_ms / 2000,
+            metrics=metrics,
         )
         intake = Intake(
             js=js,

@@ -87,6 +87,11 @@ class Metrics:
             "Executions queued or running in this process",
             registry=r,
         )
+        self.executions_parked = Counter(
+            "blobflow_executions_parked",
+            "New executions stored for any replica to claim, this one being full",
+            registry=r,
+        )
         self.tasks = Gauge(
             "blobflow_asyncio_tasks",
             "asyncio tasks alive in this process: bounded by concurrency, not by backlog",
@@ -107,6 +112,9 @@ class Metrics:
 
     def event_rejected(self, reason: str) -> None:
         self.events_rejected.labels(reason).inc()
+
+    def parked(self, executions: int) -> None:
+        self.executions_parked.inc(executions)
 
     def execution_started(self, workflow_id: str) -> None:
         self.executions_started.labels(workflow_id).inc()

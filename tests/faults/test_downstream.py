@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -9,9 +11,10 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.service_limits import BREAKER_FAILURES, BREAKER_OPEN_S
 from tests.faults.checker import check, expected_keys, settle
 from tests.faults.stack import STREAMS, Stack
-from tests.servers import Downstream, Reply
+from tests.servers import Downstream, RecordedRequest, Reply
 from tests.support import example_catalog, script_studio
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -101,3 +104,45 @@ async def test_a_step_three_times_longer_than_ack_wait_is_not_redelivered(
     # Acked once its executions were stored: nothing is redelivered or run twice.
     assert report.redelivered == 0
     assert len(calls) == len(events)
+
+
+@pytest.mark.asyncio
+async def test_a_service_that_is_down_meets_an_open_breaker_and_is_probed_again(
+    stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    script_studio(downstream)
+    down_s = 6.0
+    down_until = time.monotonic() + 3600.0  # set once the first events are out
+
+    def validate(_request: RecordedRequest) -> Reply:
+        if time.monotonic() < down_until:
+            return Reply(503, json={"error": "down"})
+        return Reply(200, json={"valid": True})
+
+    downstream.script("POST", "/blobs/validate", validate)
+    for _ in range(2):
+        await stack.start()
+    js = nats_client.jetstream()
+    during, after = EVENTS[:30], EVENTS[30:]
+    down_until = time.monotonic() + down_s
+    for data in during:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    await settle(mongo_db, js, len(during))
+    reached = len(downstream.calls("POST", "/blobs/validate"))
+    # Once the breaker's 10 s are over, the next call is the probe; it closes it.
+    await asyncio.sleep(max(0.0, down_until + BREAKER_OPEN_S - time.monotonic()))
+    for data in after:
+        await js.publish(STREAMS.created_subject, orjson.dumps(data))
+    await settle(mongo_db, js, len(EVENTS))
+    report = await check(mongo_db, js, CATALOG, EVENTS)
+    print(
+        f"\n{report}\nwhile the service was down, {reached} requests reached it for "
+        f"{len(during)} executions of 2 attempts each; after {BREAKER_OPEN_S:.0f} s a probe "
+        f"closed the breaker and the next {len(after)} executions ran"
+    )
+    assert report.problems == [], str(report)
+    # Per replica: 5 failures in a row open its breaker; the rest fail at once.
+    assert reached <= 2 * BREAKER_FAILURES + 2
+    failed = await mongo_db.executions.count_documents({"status": "failed"})
+    assert failed == len(during)
+    assert report.terminal["completed"] == len(after)
