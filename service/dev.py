@@ -127,7 +127,9 @@ async def _follow(
         printing = group.create_task(printer.run(feed))
         documents = await _until_finished(service, event_id, say)
         ids = [document["_id"] for document in documents]
-        stored = await service.store.deltas.count_documents({"execution_id": {"$in": ids}})
+        stored = await service.store.history.collection.count_documents(
+            {"execution_id": {"$in": ids}}
+        )
         await printer.wait_for(stored)
         printing.cancel()
     completed = all(document["status"] == "completed" for document in documents)

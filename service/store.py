@@ -1,15 +1,10 @@
-"""MongoDB persistence of executions, their logs and their deltas.
+"""MongoDB persistence of executions and their logs; deltas go to `delta_history`.
 
 Every write to a running execution is fenced by its lease: the filter names
 the owner and epoch, so a worker that lost its lease (paused, partitioned,
 slow) matches nothing and learns it must stop. Lease expiry is computed on
 the server's clock. No multi-document transactions: each write is safe to
 repeat.
-
-Per-blob versions are gapless without a counter: deltas are inserted in
-order with versions max+1, max+2, … under a unique (blob_id, version) index.
-A version can only be stored once its predecessor exists, so a crash or a
-race leaves no gap; the loser of a race re-reads the maximum and goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from service.delta_history import DeltaHistory
 from service.deltas import DeltaDraft
 from service.errors import BlobflowError, UnstorableError
 from service.queries import LIST_FILTERS
@@ -39,7 +35,6 @@ from service.records import (
 )
 
 Document = dict[str, Any]
-MAX_VERSION_RETRIES = 100
 _NOW_MS: Document = {"$toLong": "$$NOW"}
 _LISTINGS: dict[str, list[tuple[str, int]]] = {
     "all": [],
@@ -67,7 +62,7 @@ class ExecutionStore:
         self, db: AsyncDatabase[Document], *, lease_ms: int = 15_000, max_logs: int = 5_000
     ) -> None:
         self.executions = db["executions"]
-        self.deltas = db["deltas"]
+        self.history = DeltaHistory(db)
         self.lease_ms = lease_ms
         self.max_logs = max_logs
 
@@ -110,16 +105,7 @@ class ExecutionStore:
                 ),
             ]
         )
-        await self.deltas.create_indexes(
-            [
-                IndexModel(
-                    [("blob_id", ASCENDING), ("version", ASCENDING)],
-                    unique=True,
-                    name="blob_version",
-                ),
-                IndexModel([("execution_id", ASCENDING)], name="execution"),
-            ]
-        )
+        await self.history.ensure_indexes()
 
     async def create(self, execution: Execution, owner: str | None = None) -> Lease | None:
         """Insert a new execution, owned by `owner` when given; None when it exists already."""
@@ -338,51 +324,7 @@ class ExecutionStore:
         self, execution: Execution, drafts: Sequence[DeltaDraft]
     ) -> list[Document]:
         """Store the execution's deltas exactly once, with gapless per-blob versions."""
-        documents = [_delta_document(execution, index, draft) for index, draft in enumerate(drafts)]
-        pending = documents
-        stored_before = False
-        for _ in range(MAX_VERSION_RETRIES):
-            if not pending:
-                break
-            latest = await self.deltas.find_one(
-                {"blob_id": execution.blob_id}, {"version": True}, sort=[("version", DESCENDING)]
-            )
-            version = latest["version"] if latest else 0
-            for offset, document in enumerate(pending):
-                document["version"] = version + offset + 1
-            try:
-                await self.deltas.insert_many(pending, ordered=True)
-                pending = []
-            except (OverflowError, InvalidDocument) as exc:
-                raise UnstorableError(str(exc)) from exc
-            except BulkWriteError as exc:
-                pending, existed = await self._after_conflict(execution, pending, exc)
-                stored_before = stored_before or existed
-        else:
-            raise BlobflowError(f"could not store deltas for blob {execution.blob_id!r}")
-        if not stored_before:
-            return documents
-        # Some were stored by an earlier attempt: what counts is what is stored.
-        stored = self.deltas.find({"execution_id": execution.id})
-        by_id = {document["_id"]: document async for document in stored}
-        return [by_id[document["_id"]] for document in documents]
-
-    async def _after_conflict(
-        self, execution: Execution, pending: list[Document], exc: BulkWriteError
-    ) -> tuple[list[Document], bool]:
-        """What is left to insert, and whether some of it had been stored before."""
-        errors = exc.details.get("writeErrors") or []
-        if not errors or errors[0].get("code") != 11000:
-            raise exc
-        rest = pending[errors[0]["index"] :]
-        if "_id" not in (errors[0].get("keyPattern") or {}):
-            return rest, False  # another execution took the version: go again from the new max
-        # Stored before, by an earlier attempt at this execution: keep what exists.
-        existing = {d["_id"] async for d in self._delta_ids(execution.id)}
-        return [document for document in rest if document["_id"] not in existing], True
-
-    def _delta_ids(self, execution_id: str) -> Any:
-        return self.deltas.find({"execution_id": execution_id}, {"_id": True})
+        return await self.history.store(execution, drafts)
 
     async def unpublished(self, limit: int = 100) -> list[Execution]:
         """Completed executions whose delta events were not all published."""
@@ -395,30 +337,9 @@ class ExecutionStore:
         return [from_document(document) async for document in cursor]
 
     async def deltas_of(self, execution_id: str) -> list[Document]:
-        cursor = self.deltas.find({"execution_id": execution_id}, sort=[("version", ASCENDING)])
-        return [document async for document in cursor]
+        return await self.history.of(execution_id)
 
     async def mark_published(self, execution_id: str) -> None:
         await self.executions.update_one(
             {"_id": execution_id}, {"$set": {"deltas_published": True}}
         )
-
-
-def _delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Document:
-    return {
-        "_id": f"{execution.id}:{index}",
-        "blob_id": execution.blob_id,
-        "provider_id": execution.provider_id,
-        "workflow_id": execution.workflow_id,
-        "workflow_version": execution.workflow_version,
-        "execution_id": execution.id,
-        "event_id": execution.event_id,
-        # Whose blob: the API shows a user only the deltas of its own executions.
-        "user_id": execution.user_id,
-        "type": draft.type,
-        "path": draft.path,
-        "new_value": draft.new_value,
-        "old_value": draft.old_value,
-        "version": 0,
-        "timestamp": now(),
-    }

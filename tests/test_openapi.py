@@ -37,6 +37,7 @@ from service.cancels import CancelResult
 from service.catalog import Catalog, build_catalog
 from service.config import ApiToken
 from service.definitions import Kind
+from service.delta_history import delta_document
 from service.deltas import DeltaDraft
 from service.errors import ServiceStopping
 from service.health import Probe, health_routes
@@ -56,7 +57,6 @@ from service.records import (
 )
 from service.registry import ItemResult, RegistrationConflict
 from service.sources import SourceDocument, read_paths
-from service.store import _delta_document
 from service.yamlsafe import load_yaml
 
 Json = dict[str, Any]
@@ -584,7 +584,7 @@ LOG_DOCUMENTS = [
     log_document(LogLine(NOW, "error", "trigger_providers", "HTTP 503\nretrying")),
 ]
 DELTA = {
-    **_delta_document(FAILED, 0, DeltaDraft("transform", "/content", {"a": 1}, None)),
+    **delta_document(FAILED, 0, DeltaDraft("transform", "/content", {"a": 1}, None)),
     "version": 1,
 }
 
