@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -41,15 +42,27 @@ class LeasedPersistence:
     """The store's writes for one execution, fenced by the lease this worker holds.
 
     A cancel recorded on the execution fires `token`, wherever it was asked for.
+    Every checkpoint renews the lease too; `renewed_at` says when it last was.
     """
 
     def __init__(self, store: ExecutionStore, lease: Lease, token: CancelToken) -> None:
         self.store = store
         self.lease = lease
         self.token = token
+        self.renewed_at = time.monotonic()
 
     async def checkpoint(self, execution: Execution, logs: Sequence[LogLine]) -> None:
-        if await self.store.checkpoint(self.lease, execution, logs):
+        sent_at = time.monotonic()
+        cancel = await self.store.checkpoint(self.lease, execution, logs)
+        self.renewed_at = sent_at
+        if cancel:
+            self.token.cancel()
+
+    async def renew(self) -> None:
+        sent_at = time.monotonic()
+        cancel = await self.store.renew(self.lease)
+        self.renewed_at = sent_at
+        if cancel:
             self.token.cancel()
 
     async def store_deltas(
@@ -215,11 +228,12 @@ class Engine:
         self, workflow: CompiledWorkflow, execution: Execution, lease: Lease, token: CancelToken
     ) -> Execution | None:
         spec = workflow.spec
-        persistence: Persistence = LeasedPersistence(self.store, lease, token)
+        leased = LeasedPersistence(self.store, lease, token)
+        persistence: Persistence = leased
         sink = self.sink
         points = armed()
         if points:
-            persistence = CrashingPersistence(persistence, points)
+            persistence = CrashingPersistence(leased, points)
             sink = sink and CrashingSink(sink, points)
         executor = Executor(
             workflow,
@@ -236,7 +250,7 @@ class Engine:
         result: Execution | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                heartbeat = group.create_task(self._heartbeat(lease, token))
+                heartbeat = group.create_task(self._heartbeat(leased))
                 try:
                     result = await executor.run()
                 finally:
@@ -249,12 +263,17 @@ class Engine:
             self.metrics.execution_finished(result.workflow_id, result.status)
         return result
 
-    async def _heartbeat(self, lease: Lease, token: CancelToken) -> None:
-        """Keep the lease while a long step runs (checkpoints renew it too), and notice
-        a cancel recorded while no checkpoint is due."""
+    async def _heartbeat(self, leased: LeasedPersistence) -> None:
+        """Keep the lease while a long step runs, and notice a cancel recorded meanwhile.
+
+        Renews only when no checkpoint has for a third of the lease: steps that
+        finish quickly cost no renewal at all.
+        """
         interval_s = self.store.lease_ms / 3000
         while True:
             raise_if_cancelling()
-            await asyncio.sleep(interval_s)
-            if await self.store.renew(lease):
-                token.cancel()
+            due_in_s = leased.renewed_at + interval_s - time.monotonic()
+            if due_in_s > 0:
+                await asyncio.sleep(due_in_s)
+                continue
+            await leased.renew()

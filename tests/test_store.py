@@ -71,6 +71,24 @@ async def test_round_trips_of_one_blob_processing_execution(
 
 
 @pytest.mark.asyncio
+async def test_steps_quicker_than_a_third_of_the_lease_cost_no_renewal(
+    monitored: tuple[Db, CommandLog], downstream: Downstream
+) -> None:
+    db, commands = monitored
+    downstream.script("POST", "/quick", [Reply(200, json={}, delay_s=0.1)])
+    catalog = catalog_with([step(f"s{n}", "/quick") for n in range(6)])
+    # A renewal would be due every 0.2 s; each step's checkpoint comes sooner.
+    async with engine_for(catalog, db, downstream, lease_ms=600) as engine:
+        commands.names.clear()
+        execution = await engine.start(blob_event(), binding_of(catalog, "wf"))
+
+    assert execution is not None
+    assert execution.status == "completed"
+    # insert, one checkpoint per step, the final write: no heartbeat among them.
+    assert commands.names == ["insert", *["update"] * 6, "update"]
+
+
+@pytest.mark.asyncio
 async def test_concurrent_executions_on_one_blob_get_gapless_versions(
     mongo_db: Db, downstream: Downstream
 ) -> None:
