@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,32 +85,40 @@ async def leader_of(js: JetStreamContext) -> str:
     return info.leader
 
 
-@asynccontextmanager
-async def loaded_stack(
+@dataclass
+class Loaded:
+    cluster: NatsCluster
+    client: NatsClient
+    db: Db
+    stack: Stack
+
+
+@pytest_asyncio.fixture
+async def loaded(
     cluster: NatsCluster,
     client: NatsClient,
     mongodb: MongoDeployment,
-    database: str,
-    db: Db,
+    mongo_db_name: str,
+    mongo_db: Db,
     downstream: Downstream,
-    work_dir: Path,
-) -> AsyncIterator[Stack]:
+    tmp_path: Path,
+) -> AsyncIterator[Loaded]:
     """Two replicas on the cluster, the first 30 events published, 10 of them completed."""
     script_studio(downstream)
     js = client.jetstream()
     # As the production notes say: the operator creates the streams with 3 replicas.
     await ensure_streams(js, STREAMS, replicas=3)
-    async with Stack(cluster, mongodb, database, downstream.url, work_dir) as stack:
+    async with Stack(cluster, mongodb, mongo_db_name, downstream.url, tmp_path) as stack:
         for _ in range(2):
             await stack.start()
         for data in EVENTS[:30]:
             await js.publish(STREAMS.created_subject, orjson.dumps(data))
 
         async def some_done() -> bool:
-            return await db.executions.count_documents({"status": "completed"}) >= 10
+            return await mongo_db.executions.count_documents({"status": "completed"}) >= 10
 
         await eventually(some_done, timeout_s=60)
-        yield stack
+        yield Loaded(cluster, client, mongo_db, stack)
 
 
 async def finish(client: NatsClient, db: Db, stack: Stack, since: float) -> str:
@@ -127,75 +135,45 @@ async def finish(client: NatsClient, db: Db, stack: Stack, since: float) -> str:
 
 
 @pytest.mark.asyncio
-async def test_losing_the_stream_leader_under_load(
-    cluster: NatsCluster,
-    client: NatsClient,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    mongo_db: Db,
-    downstream: Downstream,
-    tmp_path: Path,
-) -> None:
-    async with loaded_stack(
-        cluster, client, mongodb, mongo_db_name, mongo_db, downstream, tmp_path
-    ) as stack:
-        js = client.jetstream()
-        leader = await leader_of(js)
-        cluster.node(leader).kill()
+async def test_losing_the_stream_leader_under_load(loaded: Loaded) -> None:
+    cluster, client, mongo_db, stack = loaded.cluster, loaded.client, loaded.db, loaded.stack
+    js = client.jetstream()
+    leader = await leader_of(js)
+    cluster.node(leader).kill()
+    summary = await finish(client, mongo_db, stack, time.monotonic())
+    print(f"\nleader {leader} killed; new leader {await leader_of(js)}\n{summary}")
+
+
+@pytest.mark.asyncio
+async def test_one_paused_node_of_three_leaves_processing_going(loaded: Loaded) -> None:
+    cluster, client, mongo_db, stack = loaded.cluster, loaded.client, loaded.db, loaded.stack
+    js = client.jetstream()
+    leader = cluster.node(await leader_of(js))
+    leader.pause()  # frozen: connections stay open, nothing answers
+    try:
+        # Everything is published and settled while the node is still frozen.
         summary = await finish(client, mongo_db, stack, time.monotonic())
-        print(f"\nleader {leader} killed; new leader {await leader_of(js)}\n{summary}")
+        new_leader = await leader_of(js)
+    finally:
+        leader.resume()
+    print(f"\nleader {leader.server_name} paused; new leader {new_leader}\n{summary}")
+    assert new_leader != leader.server_name
 
 
 @pytest.mark.asyncio
-async def test_one_paused_node_of_three_leaves_processing_going(
-    cluster: NatsCluster,
-    client: NatsClient,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    mongo_db: Db,
-    downstream: Downstream,
-    tmp_path: Path,
-) -> None:
-    async with loaded_stack(
-        cluster, client, mongodb, mongo_db_name, mongo_db, downstream, tmp_path
-    ) as stack:
-        js = client.jetstream()
-        leader = cluster.node(await leader_of(js))
-        leader.pause()  # frozen: connections stay open, nothing answers
-        try:
-            # Everything is published and settled while the node is still frozen.
-            summary = await finish(client, mongo_db, stack, time.monotonic())
-            new_leader = await leader_of(js)
-        finally:
-            leader.resume()
-        print(f"\nleader {leader.server_name} paused; new leader {new_leader}\n{summary}")
-        assert new_leader != leader.server_name
-
-
-@pytest.mark.asyncio
-async def test_two_paused_nodes_of_three_stop_processing_until_they_wake(
-    cluster: NatsCluster,
-    client: NatsClient,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    mongo_db: Db,
-    downstream: Downstream,
-    tmp_path: Path,
-) -> None:
-    async with loaded_stack(
-        cluster, client, mongodb, mongo_db_name, mongo_db, downstream, tmp_path
-    ) as stack:
-        js = client.jetstream()
-        leader = await leader_of(js)
-        paused = [cluster.node(leader), next(n for n in cluster.nodes if n.server_name != leader)]
-        paused_at = time.monotonic()
+async def test_two_paused_nodes_of_three_stop_processing_until_they_wake(loaded: Loaded) -> None:
+    cluster, client, mongo_db, stack = loaded.cluster, loaded.client, loaded.db, loaded.stack
+    js = client.jetstream()
+    leader = await leader_of(js)
+    paused = [cluster.node(leader), next(n for n in cluster.nodes if n.server_name != leader)]
+    paused_at = time.monotonic()
+    for node in paused:
+        node.pause()  # no quorum: JetStream cannot store, deliver or acknowledge
+    try:
+        await asyncio.sleep(PAUSED_S)
+    finally:
         for node in paused:
-            node.pause()  # no quorum: JetStream cannot store, deliver or acknowledge
-        try:
-            await asyncio.sleep(PAUSED_S)
-        finally:
-            for node in paused:
-                node.resume()
-        summary = await finish(client, mongo_db, stack, paused_at)
-        names = " and ".join(node.server_name for node in paused)
-        print(f"\n{names} paused for {PAUSED_S:.0f} s\n{summary}")
+            node.resume()
+    summary = await finish(client, mongo_db, stack, paused_at)
+    names = " and ".join(node.server_name for node in paused)
+    print(f"\n{names} paused for {PAUSED_S:.0f} s\n{summary}")
