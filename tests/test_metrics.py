@@ -19,6 +19,7 @@ CHAPTER = {
     "metadata": {"type": "chapter"},
     "content": "It rained.",
 }
+FINISHED = "blobflow_executions_finished_total"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -68,8 +69,10 @@ async def test_metrics_count_events_executions_steps_calls_and_deltas(
     await js.publish(api.names.created_subject, b"not json")
 
     async def done() -> bool:
-        text = (await api.get("/metrics", token=None)).text
-        return samples(text).get(("blobflow_deltas_published_total", ()), 0) >= 6
+        # Finished is counted after the final write, which follows the publishing.
+        found = samples((await api.get("/metrics", token=None)).text)
+        finished = sum(v for (name, _), v in found.items() if name == FINISHED)
+        return found.get(("blobflow_deltas_published_total", ()), 0) >= 6 and finished >= 2
 
     await eventually(done)
     reply = await api.get("/metrics", token=None)
@@ -81,7 +84,7 @@ async def test_metrics_count_events_executions_steps_calls_and_deltas(
         started = found[("blobflow_executions_started_total", (("workflow_id", workflow),))]
         assert started == 1
         finished = (("status", "completed"), ("workflow_id", workflow))
-        assert found[("blobflow_executions_finished_total", finished)] == 1
+        assert found[(FINISHED, finished)] == 1
     assert found[("blobflow_deltas_stored_total", ())] == 6
     responses = found[
         ("blobflow_downstream_responses_total", (("service", "studio"), ("status_class", "2xx")))
