@@ -36,7 +36,7 @@ from service.engine import Engine
 from service.errors import DefinitionError, NatsGone
 from service.http_client import ServiceClients
 from service.intake import Intake
-from service.metrics import MeteredCaller, Metrics
+from service.metrics import MeteredCaller, Metrics, MongoCommands
 from service.publisher import DeltaPublisher
 from service.queries import Queries
 from service.ratelimit import RateLimiter
@@ -118,8 +118,12 @@ async def start(
     async with AsyncExitStack() as stack:
         nc = await connect_nats(settings, gone)
         stack.push_async_callback(nc.close)
+        metrics = Metrics()
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongodb_url, timeoutMS=MONGODB_TIMEOUT_MS, tz_aware=True
+            settings.mongodb_url,
+            timeoutMS=MONGODB_TIMEOUT_MS,
+            tz_aware=True,
+            event_listeners=[MongoCommands(metrics)],
         )
         stack.push_async_callback(mongo.close)
         db = mongo[settings.mongodb_database]
@@ -134,7 +138,6 @@ async def start(
         store = ExecutionStore(db, lease_ms=settings.lease_ms)
         await store.ensure_indexes()
         clients = await stack.enter_async_context(ServiceClients(settings.services))
-        metrics = Metrics()
         publisher = DeltaPublisher(js, prefix=names.deltas_prefix, metrics=metrics)
         engine = Engine(
             await definitions.catalog(),

@@ -21,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from pymongo import monitoring
 
 from service.errors import HttpCallError
 from service.http_client import HttpResponse
@@ -92,6 +93,11 @@ class Metrics:
             "New executions stored for any replica to claim, this one being full",
             registry=r,
         )
+        self.mongodb_commands = Counter(
+            "blobflow_mongodb_commands",
+            "Commands sent to MongoDB: its round trips",
+            registry=r,
+        )
         self.tasks = Gauge(
             "blobflow_asyncio_tasks",
             "asyncio tasks alive in this process: bounded by concurrency, not by backlog",
@@ -147,6 +153,22 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type (0.0.4: what every scraper reads)."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+class MongoCommands(monitoring.CommandListener):
+    """Counts every command a MongoDB client sends (pass it as an event listener)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.counter = metrics.mongodb_commands
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counter.inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 def _task_count() -> float:
