@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults lint typecheck check clean
+.PHONY: run test test-faults bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,13 @@ test: $(STAMP) lint typecheck
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults tests/faults
 
+# The standard workload against blobflow and the hand-written floor (bench/run.py).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
 lint: $(STAMP)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -84,11 +84,15 @@ async def run(nats_url: str, mongodb_url: str, database: str, service_url: str) 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
     async with aiohttp.ClientSession(base_url=service_url) as http:
+        batch = 1
         while not stop.is_set():
             try:
-                messages = await subscription.fetch(BATCH, timeout=0.05)
+                # A fetch of n waits for all n or its timeout: start small, double while full.
+                messages = await subscription.fetch(batch, timeout=0.25)
             except (NatsTimeoutError, TimeoutError):
+                batch = 1
                 continue
+            batch = min(BATCH, batch * 2) if len(messages) == batch else max(1, len(messages))
             events = [orjson.loads(message.data) for message in messages]
             batches = await asyncio.gather(*(deltas_of(http, event) for event in events))
             documents = [document for batch in batches for document in batch]
