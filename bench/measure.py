@@ -3,6 +3,7 @@ that the job was done exactly (3 deltas and 3 delta events per event, no duplica
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(share * len(ordered))  # 1-based: the smallest value covering `share`
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 @dataclass(frozen=True)
