@@ -59,7 +59,12 @@ class Admission:
         self._wake = asyncio.Event()
 
     def overflowing(self) -> bool:
-        return self._parked or self.dispatcher.backlog >= self.capacity
+        # Stopping: what is leased here now would wait out a lease nobody renews.
+        return (
+            self._parked
+            or self.dispatcher.backlog >= self.capacity
+            or not self.dispatcher.accepting
+        )
 
     async def admit(self, executions: Sequence[Execution]) -> int:
         """Store new executions, to run here or parked; how many were new (the rest existed)."""
@@ -70,9 +75,11 @@ class Admission:
                 self._parked = True
                 self._wake.set()
             return parked
+        leased_at = time.monotonic()  # the lease runs from before the write
         leases = await self.store.create_many(executions, self.worker_id)
         by_id = {execution.id: execution for execution in executions}
-        self.dispatcher.submit([(by_id[lease.execution_id], lease) for lease in leases])
+        leased = [(by_id[lease.execution_id], lease) for lease in leases]
+        self.dispatcher.submit(leased, leased_at=leased_at)
         return len(leases)
 
     async def take(self) -> int:
@@ -80,29 +87,48 @@ class Admission:
         room = self.capacity - self.dispatcher.backlog
         if room <= 0:
             return 0
+        leased_at = time.monotonic()
         claimed = await self.store.claim_many(self.worker_id, room)
-        self.dispatcher.submit(claimed)
-        self._parked = len(claimed) == room  # a full batch: there may be more
-        return len(claimed)
+        self.dispatcher.submit(claimed.leased, leased_at=leased_at)
+        # A full set of candidates: more may be parked, even if a racing worker took
+        # some of these.
+        self._parked = claimed.more
+        return len(claimed.leased)
 
     async def run(self) -> None:
-        """Top up the queue while parked work waits; else look on the timer."""
+        """Top up the queue while parked work waits, else on the timer; never fails."""
         republish_at = 0.0
         while True:
             raise_if_cancelling()
-            await self.dispatcher.wait_for_room(self.capacity // 2 + 1)
+            # Half empty, or the timer: a busy replica still takes what fits and
+            # republishes, so nothing waits for it to go quiet.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.dispatcher.wait_for_room(self.capacity // 2 + 1), self.interval_s
+                )
             try:
                 taken = await self.take()
                 if taken:
                     logger.debug("claimed %d executions nobody held", taken)
-                if self.publisher is not None and time.monotonic() >= republish_at:
-                    republish_at = time.monotonic() + self.interval_s
-                    await republish(self.store, self.publisher)
-            except (PyMongoError, NatsError, TimeoutError) as exc:
+            except (PyMongoError, TimeoutError) as exc:
                 logger.warning("claiming executions failed, trying again: %s", exc)
                 self._parked = False  # not known any more; the timer looks again
+            except Exception:
+                logger.exception("claiming executions failed unexpectedly")
+                self._parked = False
+            if self.publisher is not None and time.monotonic() >= republish_at:
+                republish_at = time.monotonic() + self.interval_s
+                await self._republish(self.publisher)
             if not self._parked:
                 await self._nap()
+
+    async def _republish(self, publisher: DeltaPublisher) -> None:
+        try:
+            await republish(self.store, publisher)
+        except (PyMongoError, NatsError, TimeoutError) as exc:
+            logger.warning("republishing delta events failed, trying again: %s", exc)
+        except Exception:
+            logger.exception("republishing delta events failed unexpectedly")
 
     async def _nap(self) -> None:
         """Until something is parked here, or the timer for others' parked or lost work."""

@@ -3,8 +3,9 @@
 Admission hands over executions leased to this worker: new ones, and ones
 it claimed because nobody held them. A fixed number of
 workers take the highest priority item next; one execution failing never
-affects another. An item that waited longer than half its lease has its
-lease renewed first, so work another replica took over is not run twice.
+affects another. An item whose lease is a third gone has it renewed before
+it starts, so work another replica took over is not run twice, and the run's
+heartbeat goes on from that renewal.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class _Item:
     rank: tuple[int, int]  # (-priority, arrival): the heap's order
     execution: Execution = field(compare=False)
     lease: Lease = field(compare=False)
-    queued_at: float = field(compare=False, default_factory=time.monotonic)
+    # When the lease was last renewed (taken before the write, on this clock).
+    leased_at: float = field(compare=False, default_factory=time.monotonic)
     withdrawn: bool = field(compare=False, default=False)
 
 
@@ -42,6 +44,8 @@ class Dispatcher:
         self._arrivals = itertools.count()
         self._known: set[str] = set()
         self._waiting: dict[str, _Item] = {}
+        # Claimed again while running here (its lease had lapsed): runs after.
+        self._reclaimed: dict[str, _Item] = {}
         self._busy = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -52,9 +56,13 @@ class Dispatcher:
         """Executions queued or running here."""
         return len(self._known)
 
-    def submit(self, leased: Sequence[tuple[Execution, Lease]]) -> None:
+    def submit(
+        self, leased: Sequence[tuple[Execution, Lease]], *, leased_at: float | None = None
+    ) -> None:
+        """Queue leased executions; `leased_at`: when their leases began (default now)."""
+        at = time.monotonic() if leased_at is None else leased_at
         for execution, lease in leased:
-            self._put(_Item(self._rank(execution.priority), execution, lease))
+            self._put(_Item(self._rank(execution.priority), execution, lease, at))
 
     async def wait_for_room(self, limit: int) -> None:
         """Return once the backlog is under `limit`: backpressure for intake."""
@@ -104,6 +112,8 @@ class Dispatcher:
             self._waiting.pop(item.execution.id, None)
             self._known.discard(item.execution.id)
             leases.append(item.lease)
+        leases += [item.lease for item in self._reclaimed.values()]
+        self._reclaimed.clear()
         return leases
 
     def _rank(self, priority: int) -> tuple[int, int]:
@@ -115,9 +125,12 @@ class Dispatcher:
             # claimed again by this very worker: the queued item takes the new lease,
             # or its renewal would fail and nobody would run it.
             waiting = self._waiting.get(item.execution.id)
-            if waiting is not None and item.lease.epoch > waiting.lease.epoch:
-                waiting.execution, waiting.lease = item.execution, item.lease
-                waiting.queued_at = item.queued_at
+            if waiting is not None:
+                if item.lease.epoch > waiting.lease.epoch:
+                    waiting.execution, waiting.lease = item.execution, item.lease
+                    waiting.leased_at = item.leased_at
+            elif item.lease.epoch > self._latest_epoch(item.execution.id):
+                self._reclaimed[item.execution.id] = item
             return
         self._known.add(item.execution.id)
         self._waiting[item.execution.id] = item
@@ -139,14 +152,26 @@ class Dispatcher:
                 self._busy -= 1
                 self._known.discard(item.execution.id)
                 self._room.set()
+                again = self._reclaimed.pop(item.execution.id, None)
+                if again is not None and again.lease.epoch > item.lease.epoch:
+                    self._put(again)
 
     async def _execute(self, item: _Item) -> None:
         cancelled = False
-        if time.monotonic() - item.queued_at >= self.lease_s / 2:
+        if time.monotonic() - item.leased_at >= self.lease_s / 3:
+            renewing_at = time.monotonic()
             try:
                 # Fenced by owner and epoch: succeeds only if nobody claimed it.
                 cancelled = await self.engine.store.renew(item.lease)
             except LeaseLost:
                 logger.info("execution %s was taken over while queued", item.execution.id)
                 return
-        await self.engine.run_leased(item.execution, item.lease, cancelled=cancelled)
+            item.leased_at = renewing_at
+        await self.engine.run_leased(
+            item.execution, item.lease, cancelled=cancelled, renewed_at=item.leased_at
+        )
+
+    def _latest_epoch(self, execution_id: str) -> int:
+        """The epoch of the lease this worker last queued for the execution (0: none)."""
+        again = self._reclaimed.get(execution_id)
+        return again.lease.epoch if again is not None else 0

@@ -45,11 +45,17 @@ class LeasedPersistence:
     Every checkpoint renews the lease too; `renewed_at` says when it last was.
     """
 
-    def __init__(self, store: ExecutionStore, lease: Lease, token: CancelToken) -> None:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        lease: Lease,
+        token: CancelToken,
+        renewed_at: float | None = None,
+    ) -> None:
         self.store = store
         self.lease = lease
         self.token = token
-        self.renewed_at = time.monotonic()
+        self.renewed_at = time.monotonic() if renewed_at is None else renewed_at
 
     async def checkpoint(self, execution: Execution, logs: Sequence[LogLine]) -> None:
         sent_at = time.monotonic()
@@ -145,16 +151,25 @@ class Engine:
         return await self.run_leased(execution, lease, cancelled=cancelled)
 
     async def run_leased(
-        self, execution: Execution, lease: Lease, *, cancelled: bool = False
+        self,
+        execution: Execution,
+        lease: Lease,
+        *,
+        cancelled: bool = False,
+        renewed_at: float | None = None,
     ) -> Execution | None:
         """Run an execution this worker created leased to itself (see `store.create_many`).
 
         `cancelled` runs it only to cancel it: no step starts, the status becomes cancelled.
+        `renewed_at` (monotonic) is when the lease last began or was renewed: the
+        heartbeat's first renewal is due a third of a lease after it.
         """
         workflow = await self._workflow_for(execution)
         if workflow is None:
             return None
-        return await self._run(workflow, execution, lease, cancelled=cancelled)
+        return await self._run(
+            workflow, execution, lease, cancelled=cancelled, renewed_at=renewed_at
+        )
 
     async def _workflow_for(self, execution: Execution) -> CompiledWorkflow | None:
         """The workflow version the execution started on: runs finish on their version."""
@@ -201,6 +216,7 @@ class Engine:
         lease: Lease,
         *,
         cancelled: bool = False,
+        renewed_at: float | None = None,
     ) -> Execution | None:
         with bound(
             execution_id=execution.id,
@@ -218,17 +234,22 @@ class Engine:
             if cancelled or execution.cancel_requested:
                 run.token.cancel()
             try:
-                return await self._run_bound(workflow, execution, lease, run.token)
+                return await self._run_bound(workflow, execution, lease, run.token, renewed_at)
             finally:
                 if self._runs.get(execution.id) is run:
                     del self._runs[execution.id]
                 run.done.set()
 
     async def _run_bound(
-        self, workflow: CompiledWorkflow, execution: Execution, lease: Lease, token: CancelToken
+        self,
+        workflow: CompiledWorkflow,
+        execution: Execution,
+        lease: Lease,
+        token: CancelToken,
+        renewed_at: float | None,
     ) -> Execution | None:
         spec = workflow.spec
-        leased = LeasedPersistence(self.store, lease, token)
+        leased = LeasedPersistence(self.store, lease, token, renewed_at)
         persistence: Persistence = leased
         sink = self.sink
         points = armed()

@@ -9,6 +9,7 @@ repeat.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,11 +36,18 @@ from service.records import (
 )
 
 Document = dict[str, Any]
+logger = logging.getLogger(__name__)
 _NOW_MS: Document = {"$toLong": "$$NOW"}
 _LISTINGS: dict[str, list[tuple[str, int]]] = {
     "all": [],
     **{name: [(name, ASCENDING)] for name in LIST_FILTERS},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    leased: list[tuple[Execution, Lease]]
+    more: bool
 
 
 class LeaseLost(BlobflowError):
@@ -190,16 +198,19 @@ class ExecutionStore:
             return None
         return from_document(claimed), Lease(execution_id, owner, claimed["lease"]["epoch"])
 
-    async def claim_many(self, owner: str, limit: int) -> list[tuple[Execution, Lease]]:
+    async def claim_many(self, owner: str, limit: int) -> Claimed:
         """Take up to `limit` executions no live worker holds, highest priority first,
         oldest first within a priority; three round trips however many.
+
+        `more` says there were `limit` candidates: some may have gone to another
+        worker racing for them, and more may be left.
 
         Candidates are read on this worker's clock; the update decides on the
         server's, document by document, so workers claiming at once never take
         the same execution: each reads back only what carries its claim token.
         """
         if limit <= 0:
-            return []
+            return Claimed([], more=False)
         expired_here = {"$lt": int(now().timestamp() * 1000)}
         candidates = self.executions.find(
             {"status": {"$in": ["pending", "running"]}, "lease.expires_ms": expired_here},
@@ -210,7 +221,7 @@ class ExecutionStore:
         )
         ids = [document["_id"] async for document in candidates]
         if not ids:
-            return []
+            return Claimed([], more=False)
         token = uuid.uuid4().hex
         expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
         await self.executions.update_many(
@@ -229,14 +240,20 @@ class ExecutionStore:
             ],
         )
         claimed = self.executions.find({"_id": {"$in": ids}, "lease.claim": token}, {"logs": False})
-        taken = {
-            document["_id"]: (
-                from_document(document),
-                Lease(document["_id"], owner, document["lease"]["epoch"]),
+        taken = {}
+        async for document in claimed:
+            try:
+                execution = from_document(document)
+            except (KeyError, TypeError, ValueError) as exc:
+                # One unreadable record must not stop every replica that claims it.
+                logger.error("execution %s cannot be read, skipped: %r", document["_id"], exc)
+                continue
+            taken[execution.id] = (
+                execution,
+                Lease(execution.id, owner, document["lease"]["epoch"]),
             )
-            async for document in claimed
-        }
-        return [taken[execution_id] for execution_id in ids if execution_id in taken]
+        leased = [taken[execution_id] for execution_id in ids if execution_id in taken]
+        return Claimed(leased, more=len(ids) == limit)
 
     async def checkpoint(
         self, lease: Lease, execution: Execution, logs: Sequence[LogLine] = ()

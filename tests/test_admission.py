@@ -50,8 +50,8 @@ async def test_claims_take_the_highest_priority_first_and_the_oldest_within_one(
         assert await store.park_many([execution]) == 1
     assert await store.park_many(parked) == 0  # a redelivered event parks nothing new
 
-    first = await store.claim_many("w1", 3)
-    rest = await store.claim_many("w2", 10)
+    first = (await store.claim_many("w1", 3)).leased
+    rest = (await store.claim_many("w2", 10)).leased
 
     assert [(e.id, e.priority) for e, _ in first] == [
         (parked[2].id, 9),
@@ -61,7 +61,7 @@ async def test_claims_take_the_highest_priority_first_and_the_oldest_within_one(
     assert [e.priority for e, _ in rest] == [5, 1, 0, 0]
     assert {lease.owner for _, lease in first} == {"w1"}
     assert {lease.epoch for _, lease in first + rest} == {1}
-    assert await store.claim_many("w3", 10) == []  # every lease is live now
+    assert (await store.claim_many("w3", 10)).leased == []  # every lease is live now
 
 
 @pytest.mark.asyncio
@@ -71,7 +71,8 @@ async def test_workers_claiming_at_once_never_take_the_same_execution(mongo_db: 
 
     batches = await asyncio.gather(*(store.claim_many(f"w{n}", 12) for n in range(3)))
 
-    ids = [execution.id for batch in batches for execution, _ in batch]
+    ids = [execution.id for batch in batches for execution, _ in batch.leased]
+    assert all(batch.more for batch in batches)  # each saw a full set of candidates
     assert len(ids) == len(set(ids)) == 12
 
 
@@ -84,7 +85,7 @@ async def test_claims_skip_live_leases_and_finished_executions(mongo_db: Db) -> 
     await store.create_many([orphaned], "gone")
     await mongo_db.executions.update_one({"_id": orphaned.id}, {"$set": {"lease.expires_ms": 0}})
 
-    claimed = await store.claim_many("w2", 10)
+    claimed = (await store.claim_many("w2", 10)).leased
 
     assert [(e.id, lease.epoch) for e, lease in claimed] == [(orphaned.id, 2)]
 
@@ -148,3 +149,17 @@ async def test_parked_work_runs_highest_priority_first(
     by_id = {d["_id"]: d["priority"] async for d in mongo_db.executions.find({})}
     # The first two were queued here before anything was parked; then priority order.
     assert [by_id[i] for i in ids] == [0, 0, 9, 7, 3, 2, 1, 0]
+
+
+@pytest.mark.asyncio
+async def test_a_stopping_replica_parks_what_it_admits(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    async with engine_for(CATALOG, mongo_db, downstream) as engine:
+        admission, dispatcher = await admission_for(engine, capacity=10)
+        dispatcher.close()
+        assert await admission.admit(executions([5])) == 1
+        assert dispatcher.backlog == 0
+        record = await mongo_db.executions.find_one({})
+        assert record is not None
+        assert record["lease"]["owner"] is None
