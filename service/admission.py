@@ -3,8 +3,12 @@
 New executions are stored leased to this replica and queued here while its
 queue has room. Once the queue is full they are parked instead: stored with no
 owner, for whichever replica has room first to claim, highest priority first.
-So priority holds across the whole backlog, not just the part one replica has
-taken in, and memory stays bounded: the backlog waits in MongoDB, not here.
+So priority holds across the backlog, not just the part one replica has taken
+in, and memory stays bounded: the backlog waits in MongoDB, not here. Up to a
+point: a replica parks at most `PARKED_PER_SLOT` times its capacity that it has
+not seen claimed; beyond that intake waits and the rest stays in NATS, so a
+huge backlog does not flood MongoDB (and claims stay cheap on servers that
+sort candidates in memory).
 
 The same claims take over executions whose owner died (their lease ran out);
 and on a timer of half a lease, delta events never confirmed are sent again.
@@ -30,6 +34,7 @@ from service.records import Execution
 from service.store import ExecutionStore
 
 logger = logging.getLogger(__name__)
+PARKED_PER_SLOT = 16
 
 
 class Admission:
@@ -57,6 +62,10 @@ class Admission:
         # Parked work may be waiting: new executions queue behind it, not ahead.
         self._parked = False
         self._wake = asyncio.Event()
+        # Parked here and not yet claimed here: an estimate (others claim too).
+        self._parked_here = 0
+        self.max_parked = PARKED_PER_SLOT * capacity
+        self._claimed = asyncio.Event()
 
     def overflowing(self) -> bool:
         # Stopping: what is leased here now would wait out a lease nobody renews.
@@ -71,6 +80,7 @@ class Admission:
         if self.overflowing():
             parked = await self.store.park_many(executions)
             self.metrics.parked(parked)
+            self._parked_here += parked
             if parked:
                 self._parked = True
                 self._wake.set()
@@ -90,10 +100,21 @@ class Admission:
         leased_at = time.monotonic()
         claimed = await self.store.claim_many(self.worker_id, room)
         self.dispatcher.submit(claimed.leased, leased_at=leased_at)
+        self._parked_here = max(0, self._parked_here - len(claimed.leased))
+        if not claimed.more:
+            self._parked_here = 0  # nothing left to claim: whatever was parked is taken
+        self._claimed.set()
         # A full set of candidates: more may be parked, even if a racing worker took
         # some of these.
         self._parked = claimed.more
         return len(claimed.leased)
+
+    async def room(self) -> None:
+        """Return once intake may take more in: while this replica has parked its
+        share, it waits for claims."""
+        while self._parked_here >= self.max_parked:
+            self._claimed.clear()
+            await self._claimed.wait()
 
     async def run(self) -> None:
         """Top up the queue while parked work waits, else on the timer; never fails."""

@@ -167,7 +167,9 @@ async def start(
             max_event_bytes=settings.max_event_bytes,
             metrics=metrics,
         )
-        consumer = Consumer(js, names, intake, connection_closed=lambda: nc.is_closed)
+        consumer = Consumer(
+            js, names, intake, connection_closed=lambda: nc.is_closed, room=admission.room
+        )
         metrics.watch_backlog(lambda: dispatcher.backlog)
         canceller = Canceller(nc, store, engine, dispatcher)
         service = Service(

@@ -2,9 +2,10 @@
 
 Batches start at one message and double while they come back full: a
 JetStream fetch of n waits for all n or its timeout, so large batches on a
-quiet stream would add latency. Fetching never waits for the local queue:
+quiet stream would add latency. Fetching does not wait for the local queue:
 once it is full, intake parks new executions in MongoDB (see `admission`),
-so the backlog is ordered by priority there. A watchdog re-binds the
+so the backlog is ordered by priority there; it waits only while this replica
+has parked as many as `admission` allows. A watchdog re-binds the
 subscription when it stays silent although the consumer has messages pending
 (nats.py issue 504: a pull subscription may stop receiving after a server
 restart).
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -45,7 +46,9 @@ class Consumer:
         fetch_timeout_s: float = 0.25,
         watchdog_s: float = 30.0,
         connection_closed: Callable[[], bool] = lambda: False,
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.room = room
         # nats-py 2.16 does not call closed_cb after running out of reconnect
         # attempts (it cancels its own task first), so intake checks itself.
         self.connection_closed = connection_closed
@@ -66,6 +69,8 @@ class Consumer:
         quiet_since = time.monotonic()
         while not self._stopping.is_set():
             raise_if_cancelling()
+            if self.room is not None:
+                await self.room()
             try:
                 messages = await subscription.fetch(batch, timeout=self.fetch_timeout_s)
             except (NatsTimeoutError, TimeoutError):  # nats-py raises either, by path

@@ -163,3 +163,20 @@ async def test_a_stopping_replica_parks_what_it_admits(
         record = await mongo_db.executions.find_one({})
         assert record is not None
         assert record["lease"]["owner"] is None
+
+
+@pytest.mark.asyncio
+async def test_intake_waits_once_a_replica_has_parked_its_share(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    async with engine_for(CATALOG, mongo_db, downstream) as engine:
+        admission, dispatcher = await admission_for(engine, capacity=1)
+        admission.max_parked = 2
+        await admission.admit(executions([0], prefix="queued"))  # fills the queue
+        await admission.admit(executions([0, 0], prefix="parked"))
+        waiting = asyncio.ensure_future(admission.room())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        dispatcher.take_queued()  # room again: a claim round takes the parked ones
+        await admission.take()
+        await asyncio.wait_for(waiting, 5)
