@@ -53,7 +53,7 @@ def test_most_at_once(starts: list[float], expected: int) -> None:
     assert most_at_once(starts, 0.2) == expected
 
 
-@pytest.mark.parametrize("limit", [2, None])
+@pytest.mark.parametrize("limit", [1, None])
 @pytest.mark.asyncio
 async def test_a_burst_stays_within_the_service_limit(
     stack: Stack, downstream: Downstream, nats_client: NatsClient, mongo_db: Db, limit: int | None
@@ -74,9 +74,9 @@ async def test_a_burst_stays_within_the_service_limit(
     print(f"\n{report}\nat most {most} validate requests at once (limit {limit} per replica)")
     assert report.problems == [], str(report)
     if limit is None:
-        assert most > 4  # without the limit the burst goes through at once
+        assert most > 2  # without the limit the burst goes through at once
     else:
-        assert 1 < most <= 2 * limit
+        assert most <= 2 * limit  # per replica
 
 
 @pytest.mark.asyncio
