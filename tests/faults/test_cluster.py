@@ -107,7 +107,17 @@ async def loaded(
     script_studio(downstream)
     js = client.jetstream()
     # As the production notes say: the operator creates the streams with 3 replicas.
-    await ensure_streams(js, STREAMS, replicas=3)
+    # A cluster just started may still be electing its meta leader; requests time out
+    # meanwhile (seen once in a CI run).
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        try:
+            await ensure_streams(js, STREAMS, replicas=3)
+            break
+        except (NatsError, TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     async with Stack(cluster, mongodb, mongo_db_name, downstream.url, tmp_path) as stack:
         for _ in range(2):
             await stack.start()
