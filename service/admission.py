@@ -105,8 +105,9 @@ class Admission:
             self._parked_here = 0  # nothing left to claim: whatever was parked is taken
         self._claimed.set()
         # A full set of candidates: more may be parked, even if a racing worker took
-        # some of these.
-        self._parked = claimed.more
+        # some of these. None taken at all (all raced away, or their leases not yet
+        # expired on the server's clock): wait for the timer rather than spin.
+        self._parked = claimed.more and bool(claimed.leased)
         return len(claimed.leased)
 
     async def room(self) -> None:
