@@ -33,6 +33,7 @@ from service.step_requests import StepRequest
 disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 _STEP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_MONGODB_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
 class Metrics:
@@ -98,6 +99,13 @@ class Metrics:
             "Commands sent to MongoDB: its round trips",
             registry=r,
         )
+        self.mongodb_command_duration = Histogram(
+            "blobflow_mongodb_command_duration_seconds",
+            "Time from sending a MongoDB command to its reply, by command name",
+            ["command"],
+            buckets=_MONGODB_BUCKETS_S,
+            registry=r,
+        )
         self.tasks = Gauge(
             "blobflow_asyncio_tasks",
             "asyncio tasks alive in this process: bounded by concurrency, not by backlog",
@@ -156,19 +164,23 @@ class Metrics:
 
 
 class MongoCommands(monitoring.CommandListener):
-    """Counts every command a MongoDB client sends (pass it as an event listener)."""
+    """Counts and times every command a MongoDB client sends (pass it as an event listener).
+
+    Command names come from the driver's fixed set, so the label stays bounded.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self.counter = metrics.mongodb_commands
+        self.duration = metrics.mongodb_command_duration
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.counter.inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        self.duration.labels(event.command_name).observe(event.duration_micros / 1e6)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self.duration.labels(event.command_name).observe(event.duration_micros / 1e6)
 
 
 def _task_count() -> float:

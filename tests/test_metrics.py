@@ -96,5 +96,7 @@ async def test_metrics_count_events_executions_steps_calls_and_deltas(
     assert found[("blobflow_asyncio_tasks", ())] >= 1  # at least the one serving this
     assert found[("blobflow_executions_parked_total", ())] == 0
     assert found[("blobflow_mongodb_commands_total", ())] >= 8  # one execution's at least
+    updates = (("command", "update"),)
+    assert found[("blobflow_mongodb_command_duration_seconds_count", updates)] >= 4
     assert found[("process_resident_memory_bytes", ())] > 10_000_000
     assert found[("blobflow_api_requests_total", (("route", "/metrics"), ("status", "200")))] >= 1
