@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from service.cancellation import raise_if_cancelling
 from service.engine import Engine
+from service.fencing import Lease, LeaseLost
 from service.records import Execution
-from service.store import Lease, LeaseLost
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,12 @@ from service.crashpoints import CrashingPersistence, CrashingSink, armed
 from service.deltas import DeltaDraft
 from service.events import BlobEvent
 from service.executor import DeltaSink, Executor, Persistence
+from service.fencing import Lease, LeaseLost
 from service.logs import bound
 from service.metrics import Metrics
 from service.records import Execution, LogLine, StepRecord, event_execution_id
 from service.step_calls import Caller
-from service.store import ExecutionStore, Lease, LeaseLost
+from service.store import ExecutionStore
 from service.triggers import Binding
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from service.delta_history import DeltaHistory
 from service.deltas import DeltaDraft
-from service.errors import BlobflowError, UnstorableError
+from service.errors import UnstorableError
+from service.fencing import NOW_MS, FencedWrites, Lease
 from service.queries import LIST_FILTERS
 from service.records import (
     Execution,
@@ -37,7 +38,6 @@ from service.records import (
 
 Document = dict[str, Any]
 logger = logging.getLogger(__name__)
-_NOW_MS: Document = {"$toLong": "$$NOW"}
 _LISTINGS: dict[str, list[tuple[str, int]]] = {
     "all": [],
     **{name: [(name, ASCENDING)] for name in LIST_FILTERS},
@@ -50,26 +50,12 @@ class Claimed:
     more: bool
 
 
-class LeaseLost(BlobflowError):
-    """Another worker owns this execution now; this one must stop working on it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    execution_id: str
-    owner: str
-    epoch: int
-
-    @property
-    def fence(self) -> Document:
-        return {"_id": self.execution_id, "lease.owner": self.owner, "lease.epoch": self.epoch}
-
-
 class ExecutionStore:
     def __init__(
         self, db: AsyncDatabase[Document], *, lease_ms: int = 15_000, max_logs: int = 5_000
     ) -> None:
         self.executions = db["executions"]
+        self.fenced = FencedWrites(self.executions)
         self.history = DeltaHistory(db)
         self.lease_ms = lease_ms
         self.max_logs = max_logs
@@ -95,7 +81,6 @@ class ExecutionStore:
                     )
                     for name, keys in _LISTINGS.items()
                 ),
-                IndexModel([("status", ASCENDING), ("lease.expires_ms", ASCENDING)], name="lease"),
                 # What to claim next: equality, sort, range.
                 IndexModel(
                     [
@@ -114,6 +99,9 @@ class ExecutionStore:
             ]
         )
         await self.history.ensure_indexes()
+        # Every index costs each checkpoint a key computation; "lease" served no query.
+        if "lease" in await self.executions.index_information():
+            await self.executions.drop_index("lease")
 
     async def create(self, execution: Execution, owner: str | None = None) -> Lease | None:
         """Insert a new execution, owned by `owner` when given; None when it exists already."""
@@ -175,7 +163,7 @@ class ExecutionStore:
         # A pending execution has no lease, so $ifNull makes it claimable. One
         # top-level $expr rather than $or: SecantusDB matches an $expr inside
         # $or even when it is false.
-        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
+        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}
         claimed = await self.executions.find_one_and_update(
             {"_id": execution_id, "status": {"$in": ["pending", "running"]}, "$expr": expired},
             [
@@ -186,7 +174,7 @@ class ExecutionStore:
                         "lease": {
                             "owner": {"$literal": owner},
                             "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
-                            "expires_ms": {"$add": [_NOW_MS, self.lease_ms]},
+                            "expires_ms": {"$add": [NOW_MS, self.lease_ms]},
                         },
                     }
                 }
@@ -223,7 +211,7 @@ class ExecutionStore:
         if not ids:
             return Claimed([], more=False)
         token = uuid.uuid4().hex
-        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
+        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}
         await self.executions.update_many(
             {"_id": {"$in": ids}, "status": {"$in": ["pending", "running"]}, "$expr": expired},
             [
@@ -232,7 +220,7 @@ class ExecutionStore:
                         "lease": {
                             "owner": {"$literal": owner},
                             "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
-                            "expires_ms": {"$add": [_NOW_MS, self.lease_ms]},
+                            "expires_ms": {"$add": [NOW_MS, self.lease_ms]},
                             "claim": token,
                         }
                     }
@@ -263,39 +251,18 @@ class ExecutionStore:
         True when a cancel has been requested: the caller must stop the run.
         """
         fields = {key: {"$literal": value} for key, value in mutable_fields(execution).items()}
-        fields["lease.expires_ms"] = {"$add": [_NOW_MS, self.lease_ms]}
+        fields["lease.expires_ms"] = {"$add": [NOW_MS, self.lease_ms]}
         if logs:
             new = {"$literal": [log_document(line) for line in logs]}
             merged = {"$concatArrays": [{"$ifNull": ["$logs", []]}, new]}
             fields["logs"] = {"$slice": [merged, self.max_logs]}
-        try:
-            return await self._fenced(lease, [{"$set": fields}])
-        except (OverflowError, InvalidDocument) as exc:
-            raise UnstorableError(str(exc)) from exc
+        return await self.fenced.checkpoint(lease, fields)
 
     async def renew(self, lease: Lease) -> bool:
         """Extend the lease of a running execution; fenced; True when a cancel was requested."""
-        return await self._fenced(
-            lease, [{"$set": {"lease.expires_ms": {"$add": [_NOW_MS, self.lease_ms]}}}]
+        return await self.fenced.update(
+            lease, {"lease.expires_ms": {"$add": [NOW_MS, self.lease_ms]}}
         )
-
-    async def _fenced(self, lease: Lease, update: list[Document]) -> bool:
-        """Apply `update` while `lease` holds; True when a cancel has been requested.
-
-        The usual case costs one round trip: the filter also says "no cancel
-        requested". Only when it matches nothing is the update tried again on
-        the lease alone, to tell a requested cancel from a lost lease. So a
-        cancel the owner never heard of directly still stops the run, at its
-        next checkpoint or heartbeat.
-        """
-        quiet = {**lease.fence, "cancel_requested": {"$ne": True}}
-        result = await self.executions.update_one(quiet, update)
-        if result.matched_count == 1:
-            return False
-        result = await self.executions.update_one(lease.fence, update)
-        if result.matched_count == 0:
-            raise LeaseLost(f"execution {lease.execution_id} is no longer owned by {lease.owner}")
-        return True
 
     async def release(self, leases: Sequence[Lease]) -> None:
         """Hand executions back at once, for any worker to claim (fenced)."""
@@ -316,7 +283,7 @@ class ExecutionStore:
         Live on the server's clock, as `claim` decides: a worker with a skewed
         clock must not think a dead owner alive, or a live one dead.
         """
-        live = {"$gt": [{"$ifNull": ["$lease.expires_ms", 0]}, _NOW_MS]}
+        live = {"$gt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}
         pipeline: list[Document] = [
             {"$match": {"_id": execution_id}},
             {"$project": {"logs": False}},

@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from service.dispatcher import Dispatcher
 from service.engine import new_execution
 from service.events import check_event
-from service.store import Lease
+from service.fencing import Lease
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, catalog_with, engine_for, step
 

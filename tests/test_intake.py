@@ -11,9 +11,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.fencing import Lease
 from service.intake import Intake
 from service.records import Execution
-from service.store import ExecutionStore, Lease
+from service.store import ExecutionStore
 from service.streams import StreamNames, ensure_consumer, ensure_streams
 from tests.support import example_catalog
 

@@ -12,8 +12,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.engine import new_execution
+from service.fencing import LeaseLost
 from service.records import StepRecord
-from service.store import ExecutionStore, LeaseLost
+from service.store import ExecutionStore
 from tests.servers import Downstream, MongoDeployment, Reply
 from tests.support import (
     CommandLog,
