@@ -31,8 +31,9 @@ class Contender(Protocol):
 
 
 class Blobflow:
-    def __init__(self, replicas: int = 1) -> None:
+    def __init__(self, replicas: int = 1, definitions: Path = DEFINITIONS) -> None:
         self.replicas = replicas
+        self.definitions = definitions
         self.name = f"blobflow, {replicas} replica{'s' if replicas > 1 else ''}"
         self._processes: list[tuple[asyncio.subprocess.Process, int]] = []
 
@@ -48,7 +49,7 @@ class Blobflow:
                 "BLOBFLOW_NATS_URL": nats_url,
                 "BLOBFLOW_MONGODB_URL": mongodb_url,
                 "BLOBFLOW_MONGODB_DATABASE": database,
-                "BLOBFLOW_DEFINITIONS": str(DEFINITIONS),
+                "BLOBFLOW_DEFINITIONS": str(self.definitions),
                 "BLOBFLOW_SERVICE_BENCH_URL": service,
                 "BLOBFLOW_HTTP_PORT": str(port),
                 "BLOBFLOW_LOG_LEVEL": "warning",

@@ -9,8 +9,13 @@ process, then measures one mode:
 - latency: 20 events/s offered for 20 s; publish to the event's last delta event.
 
 Every run is checked (exactly 3 deltas and 3 delta events per event). Each
-figure is the median of `--runs` runs; the table goes to stdout and to
-bench/results/<date>.md.
+figure is the median of `--runs` runs. Latency runs for the floor and one
+replica (20 events/s is one replica's job); saturation for every replica count.
+Then the shapes (`bench/shapes.py`): one replica, saturation, steps 1/4/16
+and deltas 1/3/10/100. The tables go to stdout and to bench/results/<date>.md.
+
+The backlog defaults to 500 events, not 1,000: at blobflow's speed on
+SecantusDB, 1,000 would take `make bench` past 10 minutes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import math
 import operator
 import statistics
 import sys
@@ -36,14 +42,18 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pymongo import AsyncMongoClient
 
+from bench import shapes
 from bench.contenders import ROOT, Blobflow, Contender, Floor
 from bench.measure import DELTAS_PER_EVENT, cpu_s, peak_rss_mib, percentile, verify
+from bench.shapes import Shape
 from service.embedded import embedded_servers
 from service.managed_process import free_port
 from service.streams import StreamNames, ensure_streams
 
 DATABASE = "bench"
 NAMES = StreamNames()
+# How the cost grows: with steps (1, 4, 16) and with deltas (1, 3, 10, 100).
+SHAPES = (Shape(1, 3), Shape(4, 3), Shape(16, 3), Shape(4, 1), Shape(4, 10), Shape(4, 100))
 
 
 @dataclass(frozen=True)
@@ -86,12 +96,14 @@ def event(number: int) -> bytes:
     )
 
 
-async def saturation(contender: Contender, stack: Stack, events: int) -> Sample:
+async def saturation(
+    contender: Contender, stack: Stack, events: int, deltas_per_event: int = DELTAS_PER_EVENT
+) -> Sample:
     js = stack.nc.jetstream()
     for start in range(0, events, 500):
         chunk = range(start, min(events, start + 500))
         await asyncio.gather(*(js.publish(NAMES.created_subject, event(n)) for n in chunk))
-    expected = DELTAS_PER_EVENT * events
+    expected = deltas_per_event * events
     ids: set[str] = set()
     all_arrived = asyncio.Event()
 
@@ -108,7 +120,14 @@ async def saturation(contender: Contender, stack: Stack, events: int) -> Sample:
     await asyncio.wait_for(all_arrived.wait(), 1800)
     elapsed_s = time.monotonic() - started
     await subscription.unsubscribe()
-    return await _finish(contender, stack, events, cpu_at_start, events_per_s=events / elapsed_s)
+    return await _finish(
+        contender,
+        stack,
+        events,
+        cpu_at_start,
+        deltas_per_event=deltas_per_event,
+        events_per_s=events / elapsed_s,
+    )
 
 
 async def latency(contender: Contender, stack: Stack, rate: float, duration_s: float) -> Sample:
@@ -154,13 +173,19 @@ def _cpu(contender: Contender) -> float:
 
 
 async def _finish(
-    contender: Contender, stack: Stack, events: int, cpu_at_start: float, **figures: float
+    contender: Contender,
+    stack: Stack,
+    events: int,
+    cpu_at_start: float,
+    *,
+    deltas_per_event: int = DELTAS_PER_EVENT,
+    **figures: float,
 ) -> Sample:
     """CPU counts from the moment the contender took work: not its imports and start."""
     cpu = _cpu(contender) - cpu_at_start
     rss = max(peak_rss_mib(pid) for pid in contender.pids)
     commands = await contender.stop()
-    outcome = await verify(stack.mongo[DATABASE], stack.nc.jetstream(), events)
+    outcome = await verify(stack.mongo[DATABASE], stack.nc.jetstream(), events, deltas_per_event)
     if outcome.problems:
         raise AssertionError(f"{contender.name}: {'; '.join(outcome.problems)}")
     return Sample(
@@ -177,40 +202,67 @@ def median(samples: list[Sample], pick: Callable[[Sample], float]) -> float:
 
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__)
-    parser.add_argument("--events", type=int, default=1000, help="saturation backlog")
+    parser.add_argument("--events", type=int, default=500, help="saturation backlog")
     parser.add_argument("--runs", type=int, default=2, help="runs per figure (median)")
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--replicas", type=int, nargs="*", default=[1, 2, 3])
-    options = parser.parse_args(argv)
-    port = free_port()
-    downstream = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.downstream", str(port), cwd=ROOT
+    parser.add_argument(
+        "--scale-events", type=int, default=100, help="backlog of each shape run (0: none)"
     )
-    service_url = f"http://127.0.0.1:{port}"
-    contenders: list[Callable[[], Contender]] = [Floor]
-    contenders += [functools.partial(Blobflow, replicas) for replicas in options.replicas]
+    options = parser.parse_args(argv)
     rows: list[tuple[str, Sample, Sample]] = []
-    try:
-        await asyncio.sleep(1)  # the downstream process binds its port
-        for make in contenders:
+    scaled: list[tuple[Shape, Sample]] = []
+    async with downstream_process() as service_url:
+        for make, with_latency in _contenders(options.replicas):
             sat, lat = [], []
             for _ in range(options.runs):
                 async with fresh_stack(service_url) as stack:
                     sat.append(await saturation(make(), stack, options.events))
-                async with fresh_stack(service_url) as stack:
-                    lat.append(await latency(make(), stack, options.rate, options.seconds))
+                if with_latency:
+                    async with fresh_stack(service_url) as stack:
+                        lat.append(await latency(make(), stack, options.rate, options.seconds))
             name = make().name
-            rows.append((name, _median(sat), _median(lat)))
+            rows.append((name, _median(sat), _median(lat) if lat else Sample()))
             print(f"{name}: done", file=sys.stderr, flush=True)
-    finally:
-        downstream.terminate()
-        await downstream.wait()
-    table = render(rows, options)
+        if options.scale_events:
+            with tempfile.TemporaryDirectory(prefix="blobflow-shapes-") as folder:
+                for shape in SHAPES:
+                    definitions = shapes.definitions(shape, Path(folder) / str(len(scaled)))
+                    async with fresh_stack(service_url) as stack:
+                        sample = await saturation(
+                            Blobflow(1, definitions), stack, options.scale_events, shape.deltas
+                        )
+                    scaled.append((shape, sample))
+                    print(f"{shape.label}: done", file=sys.stderr, flush=True)
+    table = render(rows, options) + render_shapes(scaled, options)
     print(table)
     results = ROOT / "bench" / "results" / f"{date.today().isoformat()}.md"
     results.write_text(table)
     return 0
+
+
+def _contenders(replicas: list[int]) -> list[tuple[Callable[[], Contender], bool]]:
+    """What to run, and whether in latency mode too: 20 events/s is one replica's job."""
+    chosen: list[tuple[Callable[[], Contender], bool]] = [(Floor, True)]
+    for count in replicas:
+        chosen.append((functools.partial(Blobflow, count), count == 1))
+    return chosen
+
+
+@asynccontextmanager
+async def downstream_process() -> AsyncIterator[str]:
+    """The downstream stub in a process of its own; its URL."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.downstream", str(port), cwd=ROOT
+    )
+    try:
+        await asyncio.sleep(1)  # it binds its port
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        await process.wait()
 
 
 def _median(samples: list[Sample]) -> Sample:
@@ -233,10 +285,35 @@ def render(rows: list[tuple[str, Sample, Sample]], options: argparse.Namespace) 
         lines.append(
             f"| {name} | {sat.events_per_s:.1f} | {sat.events_per_s / floor.events_per_s:.2f} "
             f"| {sat.cpu_ms_per_event:.1f} | {sat.cpu_ms_per_event / floor.cpu_ms_per_event:.2f} "
-            f"| {sat.round_trips:.1f} | {sat.peak_rss_mib:.0f} | {lat.p50_ms:.0f} "
-            f"| {lat.p95_ms:.0f} | {lat.p99_ms:.0f} |"
+            f"| {sat.round_trips:.1f} | {sat.peak_rss_mib:.0f} | {_ms(lat.p50_ms)} "
+            f"| {_ms(lat.p95_ms)} | {_ms(lat.p99_ms)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def render_shapes(scaled: list[tuple[Shape, Sample]], options: argparse.Namespace) -> str:
+    if not scaled:
+        return ""
+    lines = [
+        "",
+        f"Shapes: blobflow, 1 replica, saturation with {options.scale_events} events, one run"
+        " each.",
+        "",
+        "| steps | deltas | events/s | CPU ms/event | MongoDB round trips/event | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for shape, sample in scaled:
+        lines.append(
+            f"| {shape.steps} | {shape.deltas} | {sample.events_per_s:.1f} "
+            f"| {sample.cpu_ms_per_event:.1f} | {sample.round_trips:.1f} "
+            f"| {sample.peak_rss_mib:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float) -> str:
+    """A latency in whole ms; a dash where the mode did not run."""
+    return "-" if math.isnan(value) else f"{value:.0f}"
 
 
 if __name__ == "__main__":
