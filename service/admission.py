@@ -28,6 +28,8 @@ from pymongo.errors import PyMongoError
 
 from service.cancellation import raise_if_cancelling
 from service.dispatcher import Dispatcher
+from service.errors import UnstorableError
+from service.group_commit import GroupCommit
 from service.metrics import Metrics
 from service.publisher import DeltaPublisher, republish
 from service.records import Execution
@@ -66,6 +68,7 @@ class Admission:
         self._parked_here = 0
         self.max_parked = PARKED_PER_SLOT * capacity
         self._claimed = asyncio.Event()
+        self._admits = GroupCommit(self._admit_together)
 
     def overflowing(self) -> bool:
         # Stopping: what is leased here now would wait out a lease nobody renews.
@@ -76,21 +79,49 @@ class Admission:
         )
 
     async def admit(self, executions: Sequence[Execution]) -> int:
-        """Store new executions, to run here or parked; how many were new (the rest existed)."""
+        """Store new executions, to run here or parked; how many were new (the rest existed).
+
+        The executions of messages handled at once are inserted together (group
+        commit): one round trip for a batch of events rather than one each.
+        """
+        if not executions:
+            return 0
+        return await self._admits.submit(tuple(executions))
+
+    async def _admit_together(
+        self, groups: Sequence[tuple[Execution, ...]]
+    ) -> list[int | Exception]:
+        """Each group's count of new executions; an unstorable one fails its group alone."""
+        try:
+            new = await self._store({e.id: e for group in groups for e in group})
+        except UnstorableError as exc:
+            if len(groups) == 1:
+                return [exc]
+            return [await self._alone(group) for group in groups]
+        return [sum(e.id in new for e in group) for group in groups]
+
+    async def _alone(self, group: tuple[Execution, ...]) -> int | Exception:
+        try:
+            return len(await self._store({e.id: e for e in group}))
+        except UnstorableError as exc:
+            return exc
+
+    async def _store(self, executions: dict[str, Execution]) -> set[str]:
+        """Insert, leased here or parked; the ids that were new. Ids are unique here,
+        so one event handled twice at once cannot hide its execution from both."""
         if self.overflowing():
-            parked = await self.store.park_many(executions)
-            self.metrics.parked(parked)
-            self._parked_here += parked
+            parked = await self.store.park_many(list(executions.values()))
+            self.metrics.parked(len(parked))
+            self._parked_here += len(parked)
             if parked:
                 self._parked = True
                 self._wake.set()
             return parked
         leased_at = time.monotonic()  # the lease runs from before the write
-        leases = await self.store.create_many(executions, self.worker_id)
-        by_id = {execution.id: execution for execution in executions}
-        leased = [(by_id[lease.execution_id], lease) for lease in leases]
+        leases = await self.store.create_many(list(executions.values()), self.worker_id)
+        leased = [(executions[lease.execution_id], lease) for lease in leases]
         self.dispatcher.submit(leased, leased_at=leased_at)
-        return len(leases)
+        return {lease.execution_id for lease in leases}
 
     async def take(self) -> int:
         """Claim what fits in the queue, highest priority first; how many."""

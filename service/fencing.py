@@ -23,6 +23,10 @@ from service.group_commit import GroupCommit
 
 Document = dict[str, Any]
 NOW_MS: Document = {"$toLong": "$$NOW"}
+# Every fenced filter names the `_id`. The hint costs MongoDB nothing and spares
+# servers that plan each statement over every index (SecantusDB) the planning:
+# about 2 ms of a 5 ms checkpoint there.
+BY_ID = "_id_"
 
 
 class LeaseLost(BlobflowError):
@@ -71,7 +75,7 @@ class FencedWrites:
     async def update(self, lease: Lease, fields: Document) -> bool:
         """Set `fields` while `lease` holds, alone: one round trip, two on a miss."""
         try:
-            result = await self.executions.update_one(lease.quiet, [{"$set": fields}])
+            result = await self.executions.update_one(lease.quiet, [{"$set": fields}], hint=BY_ID)
         except (OverflowError, InvalidDocument) as exc:
             raise UnstorableError(str(exc)) from exc
         if result.matched_count == 1:
@@ -79,7 +83,7 @@ class FencedWrites:
         return await self._on_lease_alone(lease, fields)
 
     async def _on_lease_alone(self, lease: Lease, fields: Document) -> bool:
-        result = await self.executions.update_one(lease.fence, [{"$set": fields}])
+        result = await self.executions.update_one(lease.fence, [{"$set": fields}], hint=BY_ID)
         if result.matched_count == 0:
             raise LeaseLost(f"execution {lease.execution_id} is no longer owned by {lease.owner}")
         return True
@@ -94,7 +98,9 @@ class FencedWrites:
         batch = uuid.uuid4().hex
         marks = [f"{batch}.{index}" for index in range(len(writes))]
         operations = [
-            UpdateOne(write.lease.quiet, [{"$set": {**write.fields, "lease.write": mark}}])
+            UpdateOne(
+                write.lease.quiet, [{"$set": {**write.fields, "lease.write": mark}}], hint=BY_ID
+            )
             for write, mark in zip(writes, marks, strict=True)
         ]
         try:

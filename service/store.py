@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from service.delta_history import DeltaHistory
 from service.deltas import DeltaDraft
 from service.errors import UnstorableError
-from service.fencing import NOW_MS, FencedWrites, Lease
+from service.fencing import BY_ID, NOW_MS, FencedWrites, Lease
 from service.queries import LIST_FILTERS
 from service.records import (
     Execution,
@@ -130,10 +130,10 @@ class ExecutionStore:
         new = await self._insert_new(executions, lease)
         return [Lease(e.id, owner, 1) for e in executions if e.id in new]
 
-    async def park_many(self, executions: Sequence[Execution]) -> int:
+    async def park_many(self, executions: Sequence[Execution]) -> set[str]:
         """Insert executions nobody holds, for any worker to claim (`claim_many`); skip
-        those that exist. How many were new."""
-        return len(await self._insert_new(executions, {"owner": None, "epoch": 0, "expires_ms": 0}))
+        those that exist. The ids that were new."""
+        return await self._insert_new(executions, {"owner": None, "epoch": 0, "expires_ms": 0})
 
     async def _insert_new(self, executions: Sequence[Execution], lease: Document) -> set[str]:
         """Insert in one round trip; the ids that were not there yet."""
@@ -160,31 +160,36 @@ class ExecutionStore:
 
     async def claim(self, execution_id: str, owner: str) -> tuple[Execution, Lease] | None:
         """Take a pending execution, or a running one whose lease expired."""
-        # A pending execution has no lease, so $ifNull makes it claimable. One
-        # top-level $expr rather than $or: SecantusDB matches an $expr inside
-        # $or even when it is false.
-        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}
+        token = uuid.uuid4().hex
+        took = _expired_on_server()
         claimed = await self.executions.find_one_and_update(
-            {"_id": execution_id, "status": {"$in": ["pending", "running"]}, "$expr": expired},
+            {"_id": execution_id, "status": {"$in": ["pending", "running"]}},
             [
                 {
                     "$set": {
-                        "status": "running",
-                        "started_at": {"$ifNull": ["$started_at", "$$NOW"]},
-                        "lease": {
-                            "owner": {"$literal": owner},
-                            "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
-                            "expires_ms": {"$add": [NOW_MS, self.lease_ms]},
+                        "status": {"$cond": [took, "running", "$status"]},
+                        "started_at": {
+                            "$cond": [took, {"$ifNull": ["$started_at", "$$NOW"]}, "$started_at"]
                         },
+                        "lease": {"$cond": [took, self._new_lease(owner, token), "$lease"]},
                     }
                 }
             ],
             projection={"logs": False},
             return_document=ReturnDocument.AFTER,
+            hint=BY_ID,
         )
-        if claimed is None:
+        if claimed is None or claimed["lease"].get("claim") != token:
             return None
         return from_document(claimed), Lease(execution_id, owner, claimed["lease"]["epoch"])
+
+    def _new_lease(self, owner: str, token: str) -> Document:
+        return {
+            "owner": {"$literal": owner},
+            "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
+            "expires_ms": {"$add": [NOW_MS, self.lease_ms]},
+            "claim": token,
+        }
 
     async def claim_many(self, owner: str, limit: int) -> Claimed:
         """Take up to `limit` executions no live worker holds, highest priority first,
@@ -211,23 +216,15 @@ class ExecutionStore:
         if not ids:
             return Claimed([], more=False)
         token = uuid.uuid4().hex
-        expired = {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}
+        took = _expired_on_server()
         await self.executions.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": ["pending", "running"]}, "$expr": expired},
-            [
-                {
-                    "$set": {
-                        "lease": {
-                            "owner": {"$literal": owner},
-                            "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
-                            "expires_ms": {"$add": [NOW_MS, self.lease_ms]},
-                            "claim": token,
-                        }
-                    }
-                }
-            ],
+            {"_id": {"$in": ids}, "status": {"$in": ["pending", "running"]}},
+            [{"$set": {"lease": {"$cond": [took, self._new_lease(owner, token), "$lease"]}}}],
+            hint=BY_ID,
         )
-        claimed = self.executions.find({"_id": {"$in": ids}, "lease.claim": token}, {"logs": False})
+        claimed = self.executions.find(
+            {"_id": {"$in": ids}, "lease.claim": token}, {"logs": False}, hint=BY_ID
+        )
         taken = {}
         async for document in claimed:
             try:
@@ -317,6 +314,9 @@ class ExecutionStore:
             {"logs": False},
             sort=[("completed_at", ASCENDING)],
             limit=limit,
+            # SecantusDB would scan every completed execution through the "claim"
+            # index: this partial index holds only the unpublished ones.
+            hint="unpublished",
         )
         return [from_document(document) async for document in cursor]
 
@@ -327,3 +327,13 @@ class ExecutionStore:
         await self.executions.update_one(
             {"_id": execution_id}, {"$set": {"deltas_published": True}}
         )
+
+
+def _expired_on_server() -> Document:
+    """Whether the lease has run out on the server's clock; a pending execution that
+    never had one counts as expired.
+
+    In the update rather than the filter: a top-level `$expr` keeps SecantusDB
+    from using any index, so every claim would scan the whole collection.
+    """
+    return {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}

@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from service.admission import Admission
 from service.dispatcher import Dispatcher
 from service.engine import Engine, new_execution
+from service.errors import UnstorableError
 from service.records import Execution
 from service.store import ExecutionStore
 from tests.servers import Downstream, Reply
@@ -47,8 +48,8 @@ async def test_claims_take_the_highest_priority_first_and_the_oldest_within_one(
     store = await stored_store(mongo_db)
     parked = executions([0, 5, 9, 5, 1, 9, 0])
     for execution in parked:  # one at a time: created_at orders them within a priority
-        assert await store.park_many([execution]) == 1
-    assert await store.park_many(parked) == 0  # a redelivered event parks nothing new
+        assert await store.park_many([execution]) == {execution.id}
+    assert await store.park_many(parked) == set()  # a redelivered event parks nothing new
 
     first = (await store.claim_many("w1", 3)).leased
     rest = (await store.claim_many("w2", 10)).leased
@@ -180,3 +181,62 @@ async def test_intake_waits_once_a_replica_has_parked_its_share(
         dispatcher.take_queued()  # room again: a claim round takes the parked ones
         await admission.take()
         await asyncio.wait_for(waiting, 5)
+
+
+class InsertCounter:
+    def __init__(self, store: ExecutionStore) -> None:
+        self.inserts = 0
+        self.insert_many = store.executions.insert_many
+        store.executions.insert_many = self  # type: ignore[method-assign]
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.inserts += 1
+        return await self.insert_many(*args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_events_admitted_at_once_share_one_insert(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    async with engine_for(CATALOG, mongo_db, downstream) as engine:
+        admission, dispatcher = await admission_for(engine, capacity=100)
+        dispatcher.close()  # nothing runs: what is admitted stays parked
+        first, second, third, repeated = executions([0, 0, 0, 0])
+        counter = InsertCounter(engine.store)
+
+        outcomes = await asyncio.gather(
+            admission.admit([first]),
+            admission.admit([second, third]),
+            admission.admit([repeated]),
+            admission.admit([repeated]),  # the same event handled twice at once
+        )
+
+        assert list(outcomes) == [1, 2, 1, 1]
+        assert counter.inserts == 2  # the first alone, the rest together
+        stored = {d["_id"] async for d in mongo_db.executions.find({})}
+        assert stored == {first.id, second.id, third.id, repeated.id}
+
+
+@pytest.mark.asyncio
+async def test_an_unstorable_event_admitted_with_others_fails_alone(
+    mongo_db: Db, downstream: Downstream
+) -> None:
+    async with engine_for(CATALOG, mongo_db, downstream) as engine:
+        admission, dispatcher = await admission_for(engine, capacity=100)
+        dispatcher.close()
+        first, second = executions([0, 0])
+        bad = replace(executions([0], prefix="bad")[0], input={"n": 2**70})
+        counter = InsertCounter(engine.store)
+
+        outcomes = await asyncio.gather(
+            admission.admit([first]),
+            admission.admit([second]),
+            admission.admit([bad]),
+            return_exceptions=True,
+        )
+
+        assert list(outcomes[:2]) == [1, 1]
+        assert isinstance(outcomes[2], UnstorableError)
+        assert counter.inserts == 1 + 1 + 2  # the batch failed: then each alone
+        stored = {d["_id"] async for d in mongo_db.executions.find({})}
+        assert stored == {first.id, second.id}
