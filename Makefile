@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults bench lint typecheck check clean
+.PHONY: run test test-faults bench bench-backlog lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-faults: $(STAMP)
 # The standard workload against blobflow and the hand-written floor (bench/run.py).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# 10,000 queued events worked off by one replica: peak memory and tasks (bench/backlog.py).
+bench-backlog: $(STAMP)
+	$(BIN)/python -m bench.backlog
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

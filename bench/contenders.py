@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -31,15 +32,25 @@ class Contender(Protocol):
 
 
 class Blobflow:
-    def __init__(self, replicas: int = 1, definitions: Path = DEFINITIONS) -> None:
+    def __init__(
+        self,
+        replicas: int = 1,
+        definitions: Path = DEFINITIONS,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.replicas = replicas
         self.definitions = definitions
+        self.env = dict(env or {})
         self.name = f"blobflow, {replicas} replica{'s' if replicas > 1 else ''}"
         self._processes: list[tuple[asyncio.subprocess.Process, int]] = []
 
     @property
     def pids(self) -> list[int]:
         return [process.pid for process, _ in self._processes]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for _, port in self._processes]
 
     async def start(self, nats_url: str, mongodb_url: str, database: str, service: str) -> None:
         for _ in range(self.replicas):
@@ -53,6 +64,7 @@ class Blobflow:
                 "BLOBFLOW_SERVICE_BENCH_URL": service,
                 "BLOBFLOW_HTTP_PORT": str(port),
                 "BLOBFLOW_LOG_LEVEL": "warning",
+                **self.env,
             }
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "service.cli", "serve", cwd=ROOT, env=env,
