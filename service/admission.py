@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from nats.errors import Error as NatsError
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from service.cancellation import raise_if_cancelling
 from service.dispatcher import Dispatcher
@@ -94,16 +94,19 @@ class Admission:
         """Each group's count of new executions; an unstorable one fails its group alone."""
         try:
             new = await self._store({e.id: e for group in groups for e in group})
-        except UnstorableError as exc:
+        except (UnstorableError, BulkWriteError) as exc:
             if len(groups) == 1:
                 return [exc]
+            # Group by group, so only the message with the bad document fails. Its
+            # neighbours' executions inserted already count as existing: their
+            # messages are acked, and the executions run once their lease runs out.
             return [await self._alone(group) for group in groups]
         return [sum(e.id in new for e in group) for group in groups]
 
     async def _alone(self, group: tuple[Execution, ...]) -> int | Exception:
         try:
             return len(await self._store({e.id: e for e in group}))
-        except UnstorableError as exc:
+        except (UnstorableError, BulkWriteError) as exc:
             return exc
 
     async def _store(self, executions: dict[str, Execution]) -> set[str]:
@@ -122,6 +125,16 @@ class Admission:
         leased = [(executions[lease.execution_id], lease) for lease in leases]
         self.dispatcher.submit(leased, leased_at=leased_at)
         return {lease.execution_id for lease in leases}
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait for inserts on their way (their callers may be cancelled), so what they
+        leased here is queued before the queue is handed back; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._admits.settle()
+        except TimeoutError:
+            return False
+        return True
 
     async def take(self) -> int:
         """Claim what fits in the queue, highest priority first; how many."""

@@ -221,6 +221,7 @@ async def _workers(service: Service) -> AsyncIterator[None]:
             # Let a claim or an intake write in flight land first, so what they
             # leased is queued, and so handed back below.
             await asyncio.wait({consuming, admitting, answering}, timeout=CONSUMER_STOP_TIMEOUT_S)
+            await service.admission.settle(CONSUMER_STOP_TIMEOUT_S)
             # Queued work goes back at once rather than when its lease runs out.
             await service.store.release(dispatcher.take_queued())
             if not await dispatcher.drain(DRAIN_TIMEOUT_S):

@@ -89,6 +89,27 @@ class FencedWrites:
         return True
 
     async def _flush(self, writes: Sequence[_Write]) -> list[bool | Exception]:
+        """One `update` command for the first write of each execution; a later write
+        of one already in the batch goes alone, after it, so their order holds (an
+        unordered batch has none, and each execution keeps one mark)."""
+        firsts: list[int] = []
+        repeats: list[int] = []
+        seen: set[str] = set()
+        for index, write in enumerate(writes):
+            execution_id = write.lease.execution_id
+            (repeats if execution_id in seen else firsts).append(index)
+            seen.add(execution_id)
+        outcomes: dict[int, bool | Exception] = dict(
+            zip(firsts, await self._together([writes[i] for i in firsts]), strict=True)
+        )
+        for index in repeats:
+            try:
+                outcomes[index] = await self.update(writes[index].lease, writes[index].fields)
+            except Exception as exc:
+                outcomes[index] = exc
+        return [outcomes[index] for index in range(len(writes))]
+
+    async def _together(self, writes: Sequence[_Write]) -> list[bool | Exception]:
         """One `update` command for all; the rare miss is sorted out write by write.
 
         Each write also stamps a mark of its own, so after a partial match
@@ -107,8 +128,12 @@ class FencedWrites:
             result = await self.executions.bulk_write(operations, ordered=False)
             if result.matched_count == len(writes):
                 return [False] * len(writes)
-        except (OverflowError, InvalidDocument, BulkWriteError):
-            pass  # some may have landed before the one that failed
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise  # applied, perhaps not durably: not a checkpoint to count on
+            # Some may have landed besides the ones that failed: read back below.
+        except (OverflowError, InvalidDocument):
+            pass  # found while encoding: the writes before it may have been sent
         landed = await self._marks([write.lease.execution_id for write in writes])
         outcomes: list[bool | Exception] = []
         for write, mark in zip(writes, marks, strict=True):

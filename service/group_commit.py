@@ -24,6 +24,8 @@ Flush = Callable[[Sequence[Item]], Awaitable[Sequence[Result | Exception]]]
 
 class GroupCommit(Generic[Item, Result]):
     def __init__(self, flush: Flush[Item, Result], *, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self._flush = flush
         self.max_batch = max_batch
         self._lock = asyncio.Lock()  # FIFO: callers lead in the order they came
@@ -50,6 +52,11 @@ class GroupCommit(Generic[Item, Result]):
             self._queued = [entry for entry in self._queued if entry[1] is not future]
             future.cancel()
             raise
+
+    async def settle(self) -> None:
+        """Wait for the batches on their way, including those whose leader was cancelled."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
     async def _lead(self) -> None:
         batch = self._queued[: self.max_batch]

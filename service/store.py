@@ -18,7 +18,7 @@ from typing import Any
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from service.delta_history import DeltaHistory
 from service.deltas import DeltaDraft
@@ -38,6 +38,7 @@ from service.records import (
 
 Document = dict[str, Any]
 logger = logging.getLogger(__name__)
+INDEX_NOT_FOUND = 27  # MongoDB's IndexNotFound
 _LISTINGS: dict[str, list[tuple[str, int]]] = {
     "all": [],
     **{name: [(name, ASCENDING)] for name in LIST_FILTERS},
@@ -101,7 +102,11 @@ class ExecutionStore:
         await self.history.ensure_indexes()
         # Every index costs each checkpoint a key computation; "lease" served no query.
         if "lease" in await self.executions.index_information():
-            await self.executions.drop_index("lease")
+            try:
+                await self.executions.drop_index("lease")
+            except OperationFailure as exc:
+                if exc.code != INDEX_NOT_FOUND:
+                    raise  # else another replica starting at once dropped it first
 
     async def create(self, execution: Execution, owner: str | None = None) -> Lease | None:
         """Insert a new execution, owned by `owner` when given; None when it exists already."""

@@ -129,3 +129,23 @@ async def test_an_unstorable_checkpoint_fails_alone(
     stored = await store.get(huge.id)
     assert stored is not None
     assert stored.step("a").status == "pending"  # untouched
+
+
+@pytest.mark.asyncio
+async def test_two_checkpoints_of_one_execution_in_a_batch_land_in_order(
+    monitored: tuple[ExecutionStore, CommandLog],
+) -> None:
+    store, _ = monitored
+    (lead, lead_lease), (twice, twice_lease) = await _running(store, 2)
+
+    outcomes = await asyncio.gather(
+        store.checkpoint(lead_lease, _done(lead), _line("lead")),
+        store.checkpoint(twice_lease, _done(twice, n=1), _line("first")),
+        store.checkpoint(twice_lease, _done(twice, n=2), _line("second")),
+    )
+
+    assert list(outcomes) == [False, False, False]
+    stored = await store.get(twice.id)
+    assert stored is not None
+    assert stored.step("a").output == {"n": 2}  # the later write is the one that stays
+    assert await _logs(store, twice) == ["first", "second"]

@@ -142,3 +142,23 @@ async def test_a_leader_cancelled_mid_flush_leaves_its_batch_to_finish() -> None
     assert await follower == 40
     assert leader.cancelled()
     assert recorder.batches == [[0], [2, 4]]
+
+
+def test_a_batch_holds_at_least_one_item() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommit(Recorder().flush, max_batch=0)
+
+
+@pytest.mark.asyncio
+async def test_settle_waits_for_a_batch_whose_leader_was_cancelled() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.flush)
+    first = await _hold_first_batch(commit, recorder)
+    first.cancel()
+    await asyncio.sleep(0)
+    settling = asyncio.create_task(commit.settle())
+    await asyncio.sleep(0.01)
+    assert not settling.done()  # the write left: it is on its way all the same
+    recorder.gate.set()
+    await asyncio.wait_for(settling, 1)
+    assert recorder.batches == [[0]]
