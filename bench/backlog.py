@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from datetime import date
 
 import aiohttp
-import orjson
-from nats.aio.msg import Msg
 
 from bench.contenders import ROOT, Blobflow
 from bench.measure import DELTAS_PER_EVENT, peak_rss_mib, verify
-from bench.run import DATABASE, NAMES, downstream_process, event, fresh_stack
+from bench.run import DATABASE, NAMES, DeltaEvents, downstream_process, fresh_stack, publish_backlog
 
 GAUGES = ("blobflow_asyncio_tasks", "blobflow_backlog_executions")
 
@@ -56,41 +54,31 @@ async def gauges(http: aiohttp.ClientSession, url: str) -> dict[str, int]:
 async def work_off(events: int, every_s: float, concurrency: int) -> tuple[list[Reading], str]:
     async with downstream_process() as service_url, fresh_stack(service_url) as stack:
         js = stack.nc.jetstream()
-        for start in range(0, events, 500):
-            chunk = range(start, min(events, start + 500))
-            await asyncio.gather(*(js.publish(NAMES.created_subject, event(n)) for n in chunk))
-        expected = DELTAS_PER_EVENT * events
-        ids: set[str] = set()
-        all_arrived = asyncio.Event()
-
-        async def delta_event(msg: Msg) -> None:
-            ids.add(orjson.loads(msg.data)["id"])  # blobflow's delta events name the delta "id"
-            if len(ids) == expected:
-                all_arrived.set()
-
-        subscription = await stack.nc.subscribe(f"{NAMES.deltas_prefix}.>", cb=delta_event)
+        await publish_backlog(js, events)
+        arrivals = DeltaEvents(DELTAS_PER_EVENT * events)
+        subscription = await stack.nc.subscribe(f"{NAMES.deltas_prefix}.>", cb=arrivals.seen)
         replica = Blobflow(1, env={"BLOBFLOW_MAX_CONCURRENCY": str(concurrency)})
         started = time.monotonic()
         await replica.start(stack.nats_url, stack.mongodb_url, DATABASE, service_url)
         (pid,), (url,) = replica.pids, replica.urls
         readings: list[Reading] = []
         async with aiohttp.ClientSession() as http:
-            while not all_arrived.is_set():
+            while not arrivals.all_arrived.is_set():
                 sampled = await gauges(http, url)
                 readings.append(
                     Reading(
-                        time.monotonic() - started, len(ids), rss_mib(pid),
+                        time.monotonic() - started, len(arrivals.ids), rss_mib(pid),
                         sampled["blobflow_asyncio_tasks"], sampled["blobflow_backlog_executions"],
                     )
                 )  # fmt: skip
                 with contextlib.suppress(TimeoutError):  # time for the next reading
-                    await asyncio.wait_for(all_arrived.wait(), every_s)
+                    await asyncio.wait_for(arrivals.all_arrived.wait(), every_s)
         elapsed_s = time.monotonic() - started
         await subscription.unsubscribe()
         peak_mib = peak_rss_mib(pid)
         await replica.stop()
         outcome = await verify(stack.mongo[DATABASE], js, events)
-    readings.append(Reading(elapsed_s, len(ids), readings[-1].rss_mib, 0, 0))
+    readings.append(Reading(elapsed_s, len(arrivals.ids), readings[-1].rss_mib, 0, 0))
     summary = (
         f"{events:,} events worked off in {elapsed_s:,.0f} s ({events / elapsed_s:.1f} events/s); "
         f"peak RSS {peak_mib:.0f} MiB; at most {max(r.tasks for r in readings)} asyncio tasks "

@@ -40,6 +40,7 @@ import nats
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from pymongo import AsyncMongoClient
 
 from bench import shapes
@@ -96,28 +97,39 @@ def event(number: int) -> bytes:
     )
 
 
-async def saturation(
-    contender: Contender, stack: Stack, events: int, deltas_per_event: int = DELTAS_PER_EVENT
-) -> Sample:
-    js = stack.nc.jetstream()
+async def publish_backlog(js: JetStreamContext, events: int) -> None:
     for start in range(0, events, 500):
         chunk = range(start, min(events, start + 500))
         await asyncio.gather(*(js.publish(NAMES.created_subject, event(n)) for n in chunk))
-    expected = deltas_per_event * events
-    ids: set[str] = set()
-    all_arrived = asyncio.Event()
 
-    async def delta_event(msg: Msg) -> None:
-        # Deltas are stored before their events are published, by both contenders.
-        ids.add(orjson.loads(msg.data).get("id") or orjson.loads(msg.data)["_id"])
-        if len(ids) == expected:
-            all_arrived.set()
 
-    subscription = await stack.nc.subscribe(f"{NAMES.deltas_prefix}.>", cb=delta_event)
+class DeltaEvents:
+    """The distinct delta ids seen on DELTAS; `all_arrived` once `expected` have.
+
+    Deltas are stored before their events are published, by both contenders."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.ids: set[str] = set()
+        self.all_arrived = asyncio.Event()
+
+    async def seen(self, msg: Msg) -> None:
+        data = orjson.loads(msg.data)
+        self.ids.add(data.get("id") or data["_id"])  # blobflow's "id", the floor's "_id"
+        if len(self.ids) == self.expected:
+            self.all_arrived.set()
+
+
+async def saturation(
+    contender: Contender, stack: Stack, events: int, deltas_per_event: int = DELTAS_PER_EVENT
+) -> Sample:
+    await publish_backlog(stack.nc.jetstream(), events)
+    arrivals = DeltaEvents(deltas_per_event * events)
+    subscription = await stack.nc.subscribe(f"{NAMES.deltas_prefix}.>", cb=arrivals.seen)
     started = time.monotonic()
     await contender.start(stack.nats_url, stack.mongodb_url, DATABASE, stack.service_url)
     cpu_at_start = _cpu(contender)
-    await asyncio.wait_for(all_arrived.wait(), 1800)
+    await asyncio.wait_for(arrivals.all_arrived.wait(), 1800)
     elapsed_s = time.monotonic() - started
     await subscription.unsubscribe()
     return await _finish(

@@ -1,9 +1,9 @@
 """Backlogs: 10,000 queued events in bounded memory, and priority across a backlog.
 
 A replica takes the stream's backlog in as parked executions in MongoDB (see
-`service/admission.py`) and runs them from there. The MongoDB-wire test server
-runs about 14 executions a second on one replica, so working off all 10,000
-would take a quarter of an hour and slow every later case: the replica works
+`service/admission.py`) and runs them from there. On the MongoDB-wire test
+server working off all 10,000 takes many minutes and slows every later case
+(`make bench-backlog` does it, on a stack of its own): here the replica works
 for a minute while memory, tasks and messages in hand are sampled; then what it
 has not started is discarded (the stream purged, parked executions deleted) and
 what it did is checked as usual.
