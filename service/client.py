@@ -13,6 +13,7 @@ start (§6), and delta consumers tail delta events (§8):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -35,6 +37,8 @@ from service.subjects import encode_token
 logger = logging.getLogger(__name__)
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+NO_RESPONDERS_FIRST_DELAY_S = 0.1
+NO_RESPONDERS_MAX_DELAY_S = 2.0
 
 
 class BlobflowClient:
@@ -88,14 +92,31 @@ class BlobflowClient:
         return event_id
 
     async def register(self, bundle: Mapping[str, Any], *, timeout_s: float = 10) -> dict[str, Any]:
-        """Send a bundle; the §6 reply. nats-py raises NoRespondersError when no blobflow
-        listens and TimeoutError when none answered in time."""
-        message = await self.nc.request(
-            self.register_subject,
-            compact_json(dict(bundle)).encode(),
-            timeout=timeout_s,
-            headers=_JSON_HEADERS,
-        )
+        """Send a bundle; the §6 reply.
+
+        Services register at their own start, which may come before blobflow's: while
+        no blobflow listens, the request is sent again (0.1 s apart, doubling to 2 s)
+        within `timeout_s`. NoRespondersError when none listened in that time,
+        TimeoutError when one listened but did not answer in it.
+        """
+        data = compact_json(dict(bundle)).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        delay_s = NO_RESPONDERS_FIRST_DELAY_S
+        while True:
+            try:
+                message = await self.nc.request(
+                    self.register_subject,
+                    data,
+                    timeout=max(deadline - loop.time(), 0.001),
+                    headers=_JSON_HEADERS,
+                )
+                break
+            except NoRespondersError:
+                if deadline - loop.time() <= delay_s:
+                    raise
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, NO_RESPONDERS_MAX_DELAY_S)
         reply = loads(message.data)
         if not isinstance(reply, dict):
             raise ValueError(f"unexpected registration reply: {message.data[:200]!r}")

@@ -117,6 +117,21 @@ async def test_register_folder_round_trips_through_a_responder(
 
 
 @pytest.mark.asyncio
+async def test_a_registration_sent_before_blobflow_listens_is_answered_once_it_does(
+    nats_client: NatsClient, stream_prefix: str, mongo_db: Db
+) -> None:
+    client = await _client(nats_client, stream_prefix)
+    store = DefinitionStore(mongo_db)
+    await store.ensure_indexes()
+    sent = asyncio.create_task(client.register_folder(ROOT, timeout_s=10))
+    await asyncio.sleep(0.5)  # no responder yet: the request is sent again meanwhile
+    assert not sent.done()
+    async with RegistrationResponder(nats_client, store, subject=client.register_subject):
+        reply = await asyncio.wait_for(sent, 10)
+    assert reply["ok"] is True
+
+
+@pytest.mark.asyncio
 async def test_unreadable_files_fail_before_anything_is_sent(
     nats_client: NatsClient, stream_prefix: str, tmp_path: Path
 ) -> None:
