@@ -10,20 +10,19 @@ repeat.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from service.claims import Claimed, Claims
 from service.delta_history import DeltaHistory
 from service.deltas import DeltaDraft
 from service.errors import UnstorableError
-from service.fencing import BY_ID, NOW_MS, FencedWrites, Lease
+from service.fencing import NOW_MS, FencedWrites, Lease
 from service.queries import LIST_FILTERS
 from service.records import (
     Execution,
@@ -45,18 +44,13 @@ _LISTINGS: dict[str, list[tuple[str, int]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    leased: list[tuple[Execution, Lease]]
-    more: bool
-
-
 class ExecutionStore:
     def __init__(
         self, db: AsyncDatabase[Document], *, lease_ms: int = 15_000, max_logs: int = 5_000
     ) -> None:
         self.executions = db["executions"]
         self.fenced = FencedWrites(self.executions)
+        self.claims = Claims(self.executions, lease_ms=lease_ms)
         self.history = DeltaHistory(db)
         self.lease_ms = lease_ms
         self.max_logs = max_logs
@@ -165,85 +159,11 @@ class ExecutionStore:
 
     async def claim(self, execution_id: str, owner: str) -> tuple[Execution, Lease] | None:
         """Take a pending execution, or a running one whose lease expired."""
-        token = uuid.uuid4().hex
-        took = _expired_on_server()
-        claimed = await self.executions.find_one_and_update(
-            {"_id": execution_id, "status": {"$in": ["pending", "running"]}},
-            [
-                {
-                    "$set": {
-                        "status": {"$cond": [took, "running", "$status"]},
-                        "started_at": {
-                            "$cond": [took, {"$ifNull": ["$started_at", "$$NOW"]}, "$started_at"]
-                        },
-                        "lease": {"$cond": [took, self._new_lease(owner, token), "$lease"]},
-                    }
-                }
-            ],
-            projection={"logs": False},
-            return_document=ReturnDocument.AFTER,
-            hint=BY_ID,
-        )
-        if claimed is None or claimed["lease"].get("claim") != token:
-            return None
-        return from_document(claimed), Lease(execution_id, owner, claimed["lease"]["epoch"])
-
-    def _new_lease(self, owner: str, token: str) -> Document:
-        return {
-            "owner": {"$literal": owner},
-            "epoch": {"$add": [{"$ifNull": ["$lease.epoch", 0]}, 1]},
-            "expires_ms": {"$add": [NOW_MS, self.lease_ms]},
-            "claim": token,
-        }
+        return await self.claims.one(execution_id, owner)
 
     async def claim_many(self, owner: str, limit: int) -> Claimed:
-        """Take up to `limit` executions no live worker holds, highest priority first,
-        oldest first within a priority; three round trips however many.
-
-        `more` says there were `limit` candidates: some may have gone to another
-        worker racing for them, and more may be left.
-
-        Candidates are read on this worker's clock; the update decides on the
-        server's, document by document, so workers claiming at once never take
-        the same execution: each reads back only what carries its claim token.
-        """
-        if limit <= 0:
-            return Claimed([], more=False)
-        expired_here = {"$lt": int(now().timestamp() * 1000)}
-        candidates = self.executions.find(
-            {"status": {"$in": ["pending", "running"]}, "lease.expires_ms": expired_here},
-            {"_id": True},
-            sort=[("priority", DESCENDING), ("created_at", ASCENDING)],
-            limit=limit,
-            hint="claim",
-        )
-        ids = [document["_id"] async for document in candidates]
-        if not ids:
-            return Claimed([], more=False)
-        token = uuid.uuid4().hex
-        took = _expired_on_server()
-        await self.executions.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": ["pending", "running"]}},
-            [{"$set": {"lease": {"$cond": [took, self._new_lease(owner, token), "$lease"]}}}],
-            hint=BY_ID,
-        )
-        claimed = self.executions.find(
-            {"_id": {"$in": ids}, "lease.claim": token}, {"logs": False}, hint=BY_ID
-        )
-        taken = {}
-        async for document in claimed:
-            try:
-                execution = from_document(document)
-            except (KeyError, TypeError, ValueError) as exc:
-                # One unreadable record must not stop every replica that claims it.
-                logger.error("execution %s cannot be read, skipped: %r", document["_id"], exc)
-                continue
-            taken[execution.id] = (
-                execution,
-                Lease(execution.id, owner, document["lease"]["epoch"]),
-            )
-        leased = [taken[execution_id] for execution_id in ids if execution_id in taken]
-        return Claimed(leased, more=len(ids) == limit)
+        """Take up to `limit` executions no live worker holds (see `Claims.many`)."""
+        return await self.claims.many(owner, limit)
 
     async def checkpoint(
         self, lease: Lease, execution: Execution, logs: Sequence[LogLine] = ()
@@ -332,13 +252,3 @@ class ExecutionStore:
         await self.executions.update_one(
             {"_id": execution_id}, {"$set": {"deltas_published": True}}
         )
-
-
-def _expired_on_server() -> Document:
-    """Whether the lease has run out on the server's clock; a pending execution that
-    never had one counts as expired.
-
-    In the update rather than the filter: a top-level `$expr` keeps SecantusDB
-    from using any index, so every claim would scan the whole collection.
-    """
-    return {"$lt": [{"$ifNull": ["$lease.expires_ms", 0]}, NOW_MS]}
