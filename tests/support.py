@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.catalog import Catalog, build_catalog
@@ -130,6 +130,21 @@ class CommandLog(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+@asynccontextmanager
+async def monitored_db(
+    url: str, name: str
+) -> AsyncIterator[tuple[AsyncDatabase[dict[str, Any]], CommandLog]]:
+    """A database on a client of its own whose commands are logged."""
+    commands = CommandLog()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        url, timeoutMS=10_000, event_listeners=[commands]
+    )
+    try:
+        yield client[name], commands
+    finally:
+        await client.close()
 
 
 async def eventually(

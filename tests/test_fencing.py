@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.engine import new_execution
@@ -17,7 +16,7 @@ from service.fencing import Lease, LeaseLost
 from service.records import Execution, LogLine, StepRecord, now
 from service.store import ExecutionStore
 from tests.servers import MongoDeployment
-from tests.support import CommandLog, binding_of, blob_event, catalog_with, step
+from tests.support import CommandLog, binding_of, blob_event, catalog_with, monitored_db, step
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -26,16 +25,10 @@ Db = AsyncDatabase[dict[str, Any]]
 async def monitored(
     mongodb: MongoDeployment, mongo_db_name: str
 ) -> AsyncIterator[tuple[ExecutionStore, CommandLog]]:
-    commands = CommandLog()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb.url, timeoutMS=10_000, event_listeners=[commands]
-    )
-    try:
-        store = ExecutionStore(client[mongo_db_name])
+    async with monitored_db(mongodb.url, mongo_db_name) as (db, commands):
+        store = ExecutionStore(db)
         await store.ensure_indexes()
         yield store, commands
-    finally:
-        await client.close()
 
 
 async def _running(store: ExecutionStore, count: int) -> list[tuple[Execution, Lease]]:

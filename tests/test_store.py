@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.engine import new_execution
@@ -23,6 +22,7 @@ from tests.support import (
     catalog_with,
     engine_for,
     example_catalog,
+    monitored_db,
     script_studio,
     step,
 )
@@ -36,14 +36,8 @@ ROUND_TRIPS_BLOB_PROCESSING = 8
 async def monitored(
     mongodb: MongoDeployment, mongo_db_name: str
 ) -> AsyncIterator[tuple[Db, CommandLog]]:
-    commands = CommandLog()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb.url, timeoutMS=10_000, event_listeners=[commands]
-    )
-    try:
-        yield client[mongo_db_name], commands
-    finally:
-        await client.close()
+    async with monitored_db(mongodb.url, mongo_db_name) as monitored:
+        yield monitored
 
 
 @pytest.mark.asyncio
