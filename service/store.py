@@ -152,7 +152,11 @@ class ExecutionStore:
             raise UnstorableError(str(exc)) from exc
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors") or []
-            if any(error.get("code") != 11000 for error in errors):
+            # Only duplicates mean "stored before"; after a write-concern error the
+            # inserts may not last, so they do not count as stored.
+            if exc.details.get("writeConcernErrors") or any(
+                error.get("code") != 11000 for error in errors
+            ):
                 raise
             existing = {documents[error["index"]]["_id"] for error in errors}
         return {e.id for e in executions} - existing
