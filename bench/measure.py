@@ -23,11 +23,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
-def peak_rss_mib(pid: int) -> float:
+def memory_mib(pid: int, field: str) -> float:
+    """A memory figure of /proc/<pid>/status in MiB: VmRSS (now), VmHWM (the peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mib(pid: int) -> float:
+    return memory_mib(pid, "VmHWM")
 
 
 def percentile(values: Sequence[float], share: float) -> float:

@@ -31,6 +31,12 @@ async def _client(nc: NatsClient, prefix: str) -> BlobflowClient:
     return BlobflowClient(nc, names=names, register_subject=f"{prefix}.registry.register")
 
 
+async def _definitions(db: Db) -> DefinitionStore:
+    store = DefinitionStore(db)
+    await store.ensure_indexes()
+    return store
+
+
 # --- blob events -------------------------------------------------------------------------
 
 
@@ -103,8 +109,7 @@ async def test_register_folder_round_trips_through_a_responder(
     nats_client: NatsClient, stream_prefix: str, mongo_db: Db
 ) -> None:
     client = await _client(nats_client, stream_prefix)
-    store = DefinitionStore(mongo_db)
-    await store.ensure_indexes()
+    store = await _definitions(mongo_db)
     async with RegistrationResponder(nats_client, store, subject=client.register_subject):
         first = await client.register_folder(ROOT)
         again = await client.register_folder(ROOT)
@@ -121,8 +126,7 @@ async def test_a_registration_sent_before_blobflow_listens_is_answered_once_it_d
     nats_client: NatsClient, stream_prefix: str, mongo_db: Db
 ) -> None:
     client = await _client(nats_client, stream_prefix)
-    store = DefinitionStore(mongo_db)
-    await store.ensure_indexes()
+    store = await _definitions(mongo_db)
     sent = asyncio.create_task(client.register_folder(ROOT, timeout_s=10))
     await asyncio.sleep(0.5)  # no responder yet: the request is sent again meanwhile
     assert not sent.done()
