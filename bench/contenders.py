@@ -12,7 +12,7 @@ from typing import Protocol
 
 import aiohttp
 
-from service.managed_process import free_port
+from blobflow.devtools.managed_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "bench" / "definitions"
@@ -67,7 +67,7 @@ class Blobflow:
                 **self.env,
             }
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "service.cli", "serve", cwd=ROOT, env=env,
+                sys.executable, "-m", "blobflow.cli.main", "serve", cwd=ROOT, env=env,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             self._processes.append((process, port))

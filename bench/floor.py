@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 from pymongo import AsyncMongoClient, monitoring
 
-from service.subjects import delta_subject
+from blobflow.core.subjects import delta_subject
 
 BATCH = 32
 CALLS = ("/blobs/validate", "/blobs/metadata", "/providers/trigger", "/deltas/generate")

@@ -1,8 +1,8 @@
 """Serve the demo downstream services (`studio` and `core`) for the compose stack.
 
-`service.demo` has no `__main__` block, so this runs its `demo_app()` with
+`blobflow.devtools.demo` has no `__main__` block, so this runs its `demo_app()` with
 `aiohttp.web.run_app`, plus a `/healthz` route for the container health check.
-Demo only: state is kept in memory and answers are made up (see service/demo.py).
+Demo only: state is kept in memory and answers are made up (see service/blobflow/devtools/demo.py).
 
     python demo_services.py [--host 0.0.0.0] [--port 8000]
 """
@@ -13,7 +13,7 @@ import argparse
 
 from aiohttp import web
 
-from service.demo import demo_app
+from blobflow.devtools.demo import demo_app
 
 
 async def _healthz(_request: web.Request) -> web.Response:

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from service.app import Service, start
-from service.config import load_settings
-from service.streams import StreamNames
+from blobflow.app import Service, start
+from blobflow.config import load_settings
+from blobflow.messaging.streams import StreamNames
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT
 

@@ -10,9 +10,9 @@ import sys
 
 from pymongo import AsyncMongoClient
 
-from service.engine import Engine
-from service.http_client import ServiceClients
-from service.store import ExecutionStore
+from blobflow.downstream.http_caller import ServiceClients
+from blobflow.runtime.engine import Engine
+from blobflow.store.executions import ExecutionStore
 from tests.support import binding_of, blob_event, catalog_with, step
 
 STEPS = [step(name) for name in ("one", "two", "three", "four")]

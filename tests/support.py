@@ -11,13 +11,13 @@ from typing import Any
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.catalog import Catalog, build_catalog
-from service.engine import Engine
-from service.events import BlobEvent, check_event
-from service.http_client import ServiceClients
-from service.sources import SourceDocument, read_paths
-from service.store import ExecutionStore
-from service.triggers import Binding
+from blobflow.core.catalog import Catalog, build_catalog
+from blobflow.core.events import BlobEvent, check_event
+from blobflow.core.sources import SourceDocument, read_paths
+from blobflow.core.triggers import Binding
+from blobflow.downstream.http_caller import ServiceClients
+from blobflow.runtime.engine import Engine
+from blobflow.store.executions import ExecutionStore
 from tests.servers import Downstream, Reply
 
 ROOT = Path(__file__).resolve().parent.parent

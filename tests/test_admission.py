@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.admission import Admission
-from service.dispatcher import Dispatcher
-from service.engine import Engine, new_execution
-from service.errors import UnstorableError
-from service.records import Execution
-from service.store import ExecutionStore
+from blobflow.core.records import Execution
+from blobflow.errors import UnstorableError
+from blobflow.runtime.admission import Admission
+from blobflow.runtime.dispatcher import Dispatcher
+from blobflow.runtime.engine import Engine, new_execution
+from blobflow.store.executions import ExecutionStore
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, blob_event, catalog_with, engine_for, eventually, step
 

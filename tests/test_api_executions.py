@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.records import Execution, StepRecord
+from blobflow.core.records import Execution, StepRecord
 from tests.api_support import ALICE, BOB, Api
 from tests.servers import Downstream
 from tests.support import eventually, script_studio

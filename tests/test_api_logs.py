@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from service.api.logs import text_line
-from service.records import Execution, LogLine, StepRecord, log_document
+from blobflow.api.logs import text_line
+from blobflow.core.records import Execution, LogLine, StepRecord, log_document
 from tests.api_support import ALICE, BOB, Api
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.api.app import openapi_document
-from service.deltas import DeltaDraft
-from service.records import Decision, Execution, LogLine, StepRecord, log_document
+from blobflow.api.app import openapi_document
+from blobflow.core.deltas import DeltaDraft
+from blobflow.core.records import Decision, Execution, LogLine, StepRecord, log_document
 from tests.api_support import ADMIN, Api, running_api
 from tests.servers import Downstream, MongoDeployment, NatsServer, unique_name
 

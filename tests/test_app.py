@@ -14,11 +14,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service import connection
-from service.app import Service, run
-from service.client import BlobflowClient
-from service.config import load_settings
-from service.streams import StreamNames
+from blobflow.app import Service, run
+from blobflow.config import load_settings
+from blobflow.messaging import connection
+from blobflow.messaging.client import BlobflowClient
+from blobflow.messaging.streams import StreamNames
 from tests.api_support import running_api
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT, eventually, script_studio

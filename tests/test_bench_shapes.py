@@ -9,8 +9,8 @@ import pytest
 from bench.contenders import DEFINITIONS
 from bench.downstream import ENDPOINTS
 from bench.shapes import Shape, definitions
-from service.catalog import build_catalog
-from service.sources import read_paths
+from blobflow.core.catalog import build_catalog
+from blobflow.core.sources import read_paths
 
 
 def test_the_standard_shape_is_the_committed_definitions(tmp_path: Path) -> None:

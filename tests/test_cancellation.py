@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from service.cancellation import CancelToken, raise_if_cancelling
-from service.errors import ExecutionCancelled
+from blobflow.errors import ExecutionCancelled
+from blobflow.runtime.cancellation import CancelToken, raise_if_cancelling
 
 
 async def _value(delay_s: float, value: int) -> int:

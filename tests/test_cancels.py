@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.engine import new_execution
-from service.records import Execution, StepRecord, now
+from blobflow.core.records import Execution, StepRecord, now
+from blobflow.runtime.engine import new_execution
 from tests.api_support import ALICE, BOB, Api, running_api
 from tests.servers import Downstream, MongoDeployment, NatsServer, Reply
 from tests.support import binding_of, blob_event, catalog_with, engine_for, eventually, step

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from service.catalog import Catalog, build_catalog
-from service.errors import DefinitionError
-from service.sources import SourceDocument, read_paths
+from blobflow.core.catalog import Catalog, build_catalog
+from blobflow.core.sources import SourceDocument, read_paths
+from blobflow.errors import DefinitionError
 
 ROOT = Path(__file__).resolve().parent.parent
 

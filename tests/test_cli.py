@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.cli import main
+from blobflow.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = Path(__file__).parent / "fixtures" / "broken"

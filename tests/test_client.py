@@ -13,13 +13,13 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.client import BlobflowClient, DeltaFeed
-from service.errors import DefinitionError
-from service.publisher import delta_event
-from service.registration import RegistrationResponder
-from service.registry import DefinitionStore
-from service.streams import StreamNames, ensure_streams
-from service.subjects import delta_subject
+from blobflow.core.subjects import delta_subject
+from blobflow.errors import DefinitionError
+from blobflow.messaging.client import BlobflowClient, DeltaFeed
+from blobflow.messaging.publisher import delta_event
+from blobflow.messaging.registration import RegistrationResponder
+from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.store.definitions import DefinitionStore
 
 ROOT = Path(__file__).resolve().parent.parent
 Db = AsyncDatabase[dict[str, Any]]

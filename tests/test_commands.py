@@ -16,11 +16,11 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.client import BlobflowClient
-from service.managed_process import free_port
-from service.registration import RegistrationResponder
-from service.registry import DefinitionStore
-from service.streams import StreamNames, ensure_streams
+from blobflow.devtools.managed_process import free_port
+from blobflow.messaging.client import BlobflowClient
+from blobflow.messaging.registration import RegistrationResponder
+from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.store.definitions import DefinitionStore
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT, eventually, script_studio
 
@@ -31,7 +31,7 @@ async def _blobflow(*args: str, env: dict[str, str] | None = None) -> tuple[int,
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "blobflow.cli.main",
         *args,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
@@ -138,7 +138,7 @@ async def test_serve_processes_events_and_stops_cleanly_on_sigterm(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "blobflow.cli.main",
         "serve",
         cwd=ROOT,
         env={**os.environ, **env},

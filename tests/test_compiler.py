@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from service.compiler import CompiledWorkflow, compile_workflow
-from service.definitions import Workflow
-from service.errors import PathPart
+from blobflow.core.compiler import CompiledWorkflow, compile_workflow
+from blobflow.core.definitions import Workflow
+from blobflow.errors import PathPart
 
 
 def _compile(steps: list[dict[str, Any]], **extra: Any) -> tuple[CompiledWorkflow, list[str]]:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.config import ApiToken, Settings, describe, load_settings
-from service.errors import ConfigError
+from blobflow.config import ApiToken, Settings, describe, load_settings
+from blobflow.errors import ConfigError
 
 RULE_PORT = "must be an integer from 0 to 65535"
 NATS_SHAPE = "must be a nats://, tls://, ws:// or wss:// URL with a host"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from service.crashpoints import VARIABLE, CrashingPersistence, CrashingSink, armed
-from service.deltas import DeltaDraft
-from service.records import Execution, LogLine, StepRecord
+from blobflow.core.deltas import DeltaDraft
+from blobflow.core.records import Execution, LogLine, StepRecord
+from blobflow.runtime.crashpoints import VARIABLE, CrashingPersistence, CrashingSink, armed
 from tests.support import ROOT
 
 
@@ -69,7 +69,7 @@ async def test_points_not_armed_pass_every_call_through() -> None:
 
 def test_an_armed_point_kills_the_process_outright() -> None:
     script = (
-        "from service.crashpoints import crash_at\n"
+        "from blobflow.runtime.crashpoints import crash_at\n"
         "crash_at('deltas_stored', frozenset({'deltas_stored'}))\n"
         "print('survived')\n"
     )

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from service.dead_letters import (
+from blobflow.core.jsonvalues import rfc3339
+from blobflow.messaging.dead_letters import (
     MAX_DEAD_LETTER_BYTES,
     MAX_PAYLOAD_KEPT,
     dead_letter,
     dead_letter_msg_id,
     publish_dead_letter,
 )
-from service.jsonvalues import rfc3339
-from service.streams import StreamNames, ensure_streams
+from blobflow.messaging.streams import StreamNames, ensure_streams
 
 RECEIVED = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
 

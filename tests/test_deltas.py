@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.deltas import MAX_DELTAS, DeltaDraft, derive_deltas
-from service.errors import BlobflowError, DeltaError
+from blobflow.core.deltas import MAX_DELTAS, DeltaDraft, derive_deltas
+from blobflow.errors import BlobflowError, DeltaError
 
 OLD = {"text": "before"}
 

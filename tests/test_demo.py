@@ -18,11 +18,11 @@ import pytest_asyncio
 from multidict import CIMultiDictProxy
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.deltas import derive_deltas
-from service.demo import serve_demo
-from service.engine import Engine
-from service.http_client import ServiceClients
-from service.store import ExecutionStore
+from blobflow.core.deltas import derive_deltas
+from blobflow.devtools.demo import serve_demo
+from blobflow.downstream.http_caller import ServiceClients
+from blobflow.runtime.engine import Engine
+from blobflow.store.executions import ExecutionStore
 from tests.support import binding_of, blob_event, example_catalog
 
 Db = AsyncDatabase[dict[str, Any]]

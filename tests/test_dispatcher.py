@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.dispatcher import Dispatcher
-from service.engine import new_execution
-from service.events import check_event
-from service.fencing import Lease
+from blobflow.core.events import check_event
+from blobflow.runtime.dispatcher import Dispatcher
+from blobflow.runtime.engine import new_execution
+from blobflow.store.fencing import Lease
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, catalog_with, engine_for, step
 

@@ -15,7 +15,7 @@ import nats
 import pytest
 from pymongo import AsyncMongoClient
 
-from service.embedded import (
+from blobflow.devtools.embedded import (
     EmbeddedMongo,
     EmbeddedNats,
     EmbeddedServerError,
@@ -151,7 +151,7 @@ _PARENT = textwrap.dedent(
     """
     import asyncio, signal, sys
     from pathlib import Path
-    from service.embedded import EmbeddedMongo, EmbeddedNats, embedded_servers
+    from blobflow.devtools.embedded import EmbeddedMongo, EmbeddedNats, embedded_servers
 
     async def main(root: Path) -> None:
         task = asyncio.current_task()

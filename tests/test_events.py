@@ -7,8 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.errors import BlobflowError
-from service.events import (
+from blobflow.core.events import (
     MAX_EVENT_BYTES,
     MAX_ID_CHARS,
     SUBJECT_KINDS,
@@ -17,8 +16,9 @@ from service.events import (
     check_event,
     decode_event,
 )
-from service.jsonvalues import kind as json_kind
-from service.triggers import EventKind
+from blobflow.core.jsonvalues import kind as json_kind
+from blobflow.core.triggers import EventKind
+from blobflow.errors import BlobflowError
 
 IDS: dict[str, Any] = {"event_id": "e-1", "blob_id": "b-1", "user_id": "u-1"}
 CREATED = "blobs.created"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.records import Execution
-from service.sources import SourceDocument
+from blobflow.core.records import Execution
+from blobflow.core.sources import SourceDocument
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, blob_event, catalog_with, engine_for, step
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import ExpressionError, PathPart
-from service.expressions import (
+from blobflow.core.expressions import (
     Condition,
     ListValue,
     Literal,
@@ -19,6 +18,7 @@ from service.expressions import (
     parse_condition,
     parse_reference,
 )
+from blobflow.errors import ExpressionError, PathPart
 
 ROOT: dict[str, Any] = {
     "input": {

@@ -12,9 +12,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import ExpressionError
-from service.expressions import Literal, compile_value, parse_condition, parse_reference
-from service.jsonvalues import strict_equal
+from blobflow.core.expressions import Literal, compile_value, parse_condition, parse_reference
+from blobflow.core.jsonvalues import strict_equal
+from blobflow.errors import ExpressionError
 
 FAST = settings(max_examples=300, deadline=None)
 

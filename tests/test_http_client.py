@@ -16,14 +16,14 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from service import __version__
-from service.errors import ConfigError, HttpCallError
-from service.http_client import (
+from blobflow import __version__
+from blobflow.core.step_requests import StepRequest
+from blobflow.downstream.http_caller import (
     ServiceClients,
     service_env_var,
     service_urls_from_env,
 )
-from service.step_requests import StepRequest
+from blobflow.errors import ConfigError, HttpCallError
 from tests.servers import Downstream
 from tests.servers.downstream import Reply, redirect_to
 from tests.servers.ports import LOOPBACK, free_port

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from service.errors import PathPart
-from service.jsonschemas import (
+from blobflow.core.jsonschemas import (
     DIALECT_2020_12,
     MAX_ERRORS,
     SchemaValidator,
     SchemaViolation,
     schema_problems,
 )
+from blobflow.errors import PathPart
 
 CHAPTER: dict[str, Any] = {
     "$schema": DIALECT_2020_12,

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from service.jsonvalues import MISSING, JsonKind, compact_json, compare, kind, lookup, strict_equal
+from blobflow.core.jsonvalues import (
+    MISSING,
+    JsonKind,
+    compact_json,
+    compare,
+    kind,
+    lookup,
+    strict_equal,
+)
 
 BIG = 2**70  # beyond 64 bits: orjson cannot write it
 

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import Metrics
-from service.records import StepRecord
+from blobflow.core.records import StepRecord
+from blobflow.metrics import Metrics
 from tests.api_support import Api
 from tests.servers import Downstream
 from tests.support import eventually, script_studio

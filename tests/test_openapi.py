@@ -1,4 +1,4 @@
-"""The OpenAPI document (`service/api/openapi.yaml`) is well formed and says what the code does.
+"""The OpenAPI document (`blobflow/api/openapi.yaml`) is well formed and says what the code does.
 
 No server is started. The document is checked as OpenAPI 3.1 by hand (structure, references,
 JSON Schema 2020-12 schemas), against the routes the app registers, and against what the
@@ -26,25 +26,20 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from pymongo.errors import AutoReconnect
 
-from service.api import definitions as definition_routes
-from service.api import executions as execution_routes
-from service.api import logs as log_routes
-from service.api.access import EXEMPT_PATHS, PROTECTED_PREFIX, Access
-from service.api.app import MAX_BODY_BYTES, api_app, openapi_document, routes
-from service.api.context import ApiContext
-from service.api.responses import errors_as_json, json_response
-from service.cancels import CancelResult
-from service.catalog import Catalog, build_catalog
-from service.config import ApiToken
-from service.definitions import Kind
-from service.delta_history import delta_document
-from service.deltas import DeltaDraft
-from service.errors import ServiceStopping
-from service.health import Probe, health_routes
-from service.metrics import Metrics
-from service.queries import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
-from service.ratelimit import RateLimiter
-from service.records import (
+from blobflow.api import definitions as definition_routes
+from blobflow.api import executions as execution_routes
+from blobflow.api import logs as log_routes
+from blobflow.api.access import EXEMPT_PATHS, PROTECTED_PREFIX, Access
+from blobflow.api.app import MAX_BODY_BYTES, api_app, openapi_document, routes
+from blobflow.api.context import ApiContext
+from blobflow.api.health import Probe, health_routes
+from blobflow.api.ratelimit import RateLimiter
+from blobflow.api.responses import errors_as_json, json_response
+from blobflow.config import ApiToken
+from blobflow.core.catalog import Catalog, build_catalog
+from blobflow.core.definitions import Kind
+from blobflow.core.deltas import DeltaDraft
+from blobflow.core.records import (
     Decision,
     Execution,
     ExecutionStatus,
@@ -55,14 +50,19 @@ from service.records import (
     log_document,
     to_document,
 )
-from service.registry import ItemResult, RegistrationConflict
-from service.sources import SourceDocument, read_paths
-from service.yamlsafe import load_yaml
+from blobflow.core.sources import SourceDocument, read_paths
+from blobflow.core.yamlsafe import load_yaml
+from blobflow.errors import ServiceStopping
+from blobflow.metrics import Metrics
+from blobflow.runtime.cancels import CancelResult
+from blobflow.store.definitions import ItemResult, RegistrationConflict
+from blobflow.store.delta_history import delta_document
+from blobflow.store.queries import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
 
 Json = dict[str, Any]
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "service" / "api" / "openapi.yaml"
+SOURCE = ROOT / "service" / "blobflow" / "api" / "openapi.yaml"
 DOCUMENT: Json = openapi_document()
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

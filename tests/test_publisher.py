@@ -9,8 +9,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.publisher import DeltaPublisher, republish
-from service.streams import StreamNames, ensure_streams
+from blobflow.messaging.publisher import DeltaPublisher, republish
+from blobflow.messaging.streams import StreamNames, ensure_streams
 from tests.servers import Downstream
 from tests.support import binding_of, blob_event, engine_for, example_catalog, script_studio
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.queries import LIST_FILTERS, NEWEST_FIRST, listing_index
-from service.store import ExecutionStore
+from blobflow.store.executions import ExecutionStore
+from blobflow.store.queries import LIST_FILTERS, NEWEST_FIRST, listing_index
 
 Db = AsyncDatabase[dict[str, Any]]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.ratelimit import Bucket, RateLimiter, Verdict, retry_after_header, take
+from blobflow.api.ratelimit import Bucket, RateLimiter, Verdict, retry_after_header, take
 
 
 class FakeClock:

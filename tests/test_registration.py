@@ -18,8 +18,9 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.errors import DefinitionError, Problem
-from service.registration import (
+from blobflow.core.sources import KIND_FOLDERS, SourceDocument, read_paths
+from blobflow.errors import DefinitionError, Problem
+from blobflow.messaging.registration import (
     MAX_ERRORS,
     RegistrationResponder,
     bundle_documents,
@@ -27,8 +28,7 @@ from service.registration import (
     parse_bundle,
     register_bundle,
 )
-from service.registry import DefinitionStore, ItemResult, RegistrationConflict
-from service.sources import KIND_FOLDERS, SourceDocument, read_paths
+from blobflow.store.definitions import DefinitionStore, ItemResult, RegistrationConflict
 
 ROOT = Path(__file__).resolve().parent.parent
 Db = AsyncDatabase[dict[str, Any]]
@@ -394,7 +394,7 @@ async def test_a_request_without_reply_subject_is_ignored(
     nats_client: NatsClient, stream_prefix: str, mongo_db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = BrokenStore(mongo_db)
-    caplog.set_level(logging.WARNING, "service.registration")
+    caplog.set_level(logging.WARNING, "blobflow.messaging.registration")
     async with endpoint(nats_client, stream_prefix, store) as ep:
         await nats_client.publish(ep.subject, orjson.dumps({"schemas": [SCHEMA]}))
         await ep.request({})  # handled after the first, one at a time

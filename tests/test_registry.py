@@ -11,10 +11,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.definitions import Kind
-from service.errors import DefinitionError
-from service.registry import DefinitionStore, ItemResult
-from service.sources import SourceDocument, read_paths
+from blobflow.core.definitions import Kind
+from blobflow.core.sources import SourceDocument, read_paths
+from blobflow.errors import DefinitionError
+from blobflow.store.definitions import DefinitionStore, ItemResult
 from tests.servers import MongoDeployment
 from tests.support import CommandLog
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.retry import (
+from blobflow.core.retry import (
     MAX_BACKOFF_S,
     MAX_RETRY_AFTER_S,
     backoff_s,

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from service.errors import ConfigError, HttpCallError
-from service.http_client import HttpResponse
-from service.service_limits import CircuitBreaker, LimitedCaller, ServiceLimits, limits_from_env
-from service.step_requests import StepRequest
+from blobflow.core.step_requests import StepRequest
+from blobflow.downstream.http_caller import HttpResponse
+from blobflow.downstream.limits import CircuitBreaker, LimitedCaller, ServiceLimits, limits_from_env
+from blobflow.errors import ConfigError, HttpCallError
 
 REQUEST = StepRequest("POST", "/x", (), {}, {})
 URLS = {"STUDIO": "http://127.0.0.1:1"}

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import BlobflowError, StepInputError
-from service.step_requests import StepRequest, build_request, idempotency_key
+from blobflow.core.step_requests import StepRequest, build_request, idempotency_key
+from blobflow.errors import BlobflowError, StepInputError
 
 KEY = "exec-1:step-a"
 EVENT = {"blob_id": "b-1", "user_id": "u-1", "n": 3}

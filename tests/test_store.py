@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.engine import new_execution
-from service.fencing import LeaseLost
-from service.records import StepRecord
-from service.store import ExecutionStore
+from blobflow.core.records import StepRecord
+from blobflow.runtime.engine import new_execution
+from blobflow.store.executions import ExecutionStore
+from blobflow.store.fencing import LeaseLost
 from tests.servers import Downstream, MongoDeployment, Reply
 from tests.support import (
     CommandLog,

@@ -17,8 +17,8 @@ from nats.js.api import (
     StorageType,
 )
 
-from service.errors import StreamSetupError
-from service.streams import StreamNames, ensure_consumer, ensure_streams
+from blobflow.errors import StreamSetupError
+from blobflow.messaging.streams import StreamNames, ensure_consumer, ensure_streams
 
 CONSUMER: dict[str, Any] = {"ack_wait_s": 30.0, "max_ack_pending": 64, "max_deliver": -1}
 
@@ -74,7 +74,7 @@ async def test_creates_all_three_streams_and_is_idempotent(
     assert deltas.duplicate_window == 60
 
     await js.publish(names.created_subject, b"{}")
-    with caplog.at_level(logging.INFO, logger="service.streams"):
+    with caplog.at_level(logging.INFO, logger="blobflow.messaging.streams"):
         await ensure_streams(js, names, duplicate_window_s=60)
     assert caplog.records == []  # nothing created, added or different
     assert (await js.stream_info(names.blobs)).state.messages == 1
@@ -92,7 +92,7 @@ async def test_existing_stream_keeps_messages_and_settings_and_gains_our_subject
     await js.publish(other, b"1")
     await js.publish(other, b"2")
 
-    with caplog.at_level(logging.WARNING, logger="service.streams"):
+    with caplog.at_level(logging.WARNING, logger="blobflow.messaging.streams"):
         await ensure_streams(js, names)
 
     info = await js.stream_info(names.blobs)
@@ -184,7 +184,7 @@ async def test_consumer_drift_is_corrected_in_place(
     [message] = await subscription.fetch(1, timeout=5)
     await message.ack_sync()
 
-    with caplog.at_level(logging.WARNING, logger="service.streams"):
+    with caplog.at_level(logging.WARNING, logger="blobflow.messaging.streams"):
         returned = await ensure_consumer(js, names, **CONSUMER)
 
     info = await js.consumer_info(names.blobs, names.consumer)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.subjects import decode_token, delta_subject, encode_token, subject_covers
+from blobflow.core.subjects import decode_token, delta_subject, encode_token, subject_covers
 
 FAST = settings(max_examples=500, deadline=None)
 

@@ -9,9 +9,8 @@ from typing import Any, get_args
 
 import pytest
 
-from service.errors import TriggerError
-from service.jsonvalues import MISSING
-from service.triggers import (
+from blobflow.core.jsonvalues import MISSING
+from blobflow.core.triggers import (
     OPERATORS,
     Binding,
     EventKind,
@@ -21,6 +20,7 @@ from service.triggers import (
     compile_condition,
     match_bindings,
 )
+from blobflow.errors import TriggerError
 
 EVENT: dict[str, Any] = {
     "event_id": "e-1",

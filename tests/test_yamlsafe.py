@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import PathPart
-from service.yamlsafe import (
+from blobflow.core.yamlsafe import (
     MAX_BYTES,
     MAX_DEPTH,
     MAX_NODES,
@@ -16,6 +15,7 @@ from service.yamlsafe import (
     load_yaml,
     nearest_line,
 )
+from blobflow.errors import PathPart
 
 # Line numbers are on the left margin of the comment at the end of each line.
 WORKFLOW = """\

@@ -21,8 +21,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.catalog import Catalog
-from service.records import TERMINAL
+from blobflow.core.catalog import Catalog
+from blobflow.core.records import TERMINAL
 from tests.faults.stack import STREAMS
 
 Db = AsyncDatabase[dict[str, Any]]

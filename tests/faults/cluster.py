@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from service.embedded import EmbeddedNats
-from service.managed_process import free_port
+from blobflow.devtools.embedded import EmbeddedNats
+from blobflow.devtools.managed_process import free_port
 from tests.servers.processes import ManagedProcess
 
 LOOPBACK = "127.0.0.1"

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import aiohttp
 
-from service.streams import StreamNames
+from blobflow.messaging.streams import StreamNames
 from tests.servers import MongoDeployment
 from tests.servers.ports import free_port
 from tests.support import ROOT, eventually
@@ -131,7 +131,7 @@ class Stack:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "service.cli",
+                "blobflow.cli.main",
                 "serve",
                 cwd=ROOT,
                 env=env,

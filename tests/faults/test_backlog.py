@@ -1,7 +1,7 @@
 """Backlogs: 10,000 queued events in bounded memory, and priority across a backlog.
 
 A replica takes the stream's backlog in as parked executions in MongoDB (see
-`service/admission.py`) and runs them from there. On the MongoDB-wire test
+`blobflow.runtime.admission`) and runs them from there. On the MongoDB-wire test
 server working off all 10,000 takes many minutes and slows every later case
 (`make bench-backlog` does it, on a stack of its own): here the replica works
 for a minute while memory, tasks and messages in hand are sampled; then what it
@@ -23,7 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.streams import ensure_streams
+from blobflow.messaging.streams import ensure_streams
 from tests.faults.checker import check, expected_keys, inverted_share, settle
 from tests.faults.stack import STREAMS, Replica, Stack
 from tests.servers import Downstream

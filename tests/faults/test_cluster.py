@@ -19,7 +19,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.streams import ensure_streams
+from blobflow.messaging.streams import ensure_streams
 from tests.faults.checker import check, expected_keys, settle
 from tests.faults.cluster import NatsCluster
 from tests.faults.stack import STREAMS, Stack

@@ -1,6 +1,6 @@
 """A replica killed between two writes that matter; another one finishes its work.
 
-The replica dies by SIGKILL at a named crash point (`service/crashpoints.py`),
+The replica dies by SIGKILL at a named crash point (`blobflow.runtime.crashpoints`),
 so the kill lands exactly there on every run, not merely near it.
 """
 

@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.service_limits import BREAKER_FAILURES, BREAKER_OPEN_S
+from blobflow.downstream.limits import BREAKER_FAILURES, BREAKER_OPEN_S
 from tests.faults.checker import check, expected_keys, settle
 from tests.faults.stack import STREAMS, Stack
 from tests.servers import Downstream, RecordedRequest, Reply

@@ -15,9 +15,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from service.engine import new_execution
-from service.records import now, to_document
-from service.store import ExecutionStore
+from blobflow.core.records import now, to_document
+from blobflow.runtime.engine import new_execution
+from blobflow.store.executions import ExecutionStore
 from tests.faults.checker import inverted_share, settle
 from tests.faults.stack import Stack
 from tests.servers import Downstream

@@ -8,7 +8,7 @@ from typing import Any, Protocol, Self
 
 from pymongo import MongoClient
 
-from service.embedded import EmbeddedMongo
+from blobflow.devtools.embedded import EmbeddedMongo
 from tests.servers.processes import ManagedProcess, UnsupportedOperation
 
 EXTERNAL_MONGODB_ENV = "BLOBFLOW_TEST_MONGODB_URL"

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import nats
 
-from service.embedded import EmbeddedNats, nats_server_binary
+from blobflow.devtools.embedded import EmbeddedNats, nats_server_binary
 from tests.servers.processes import ManagedProcess
 
 __all__ = ["NatsServer", "nats_server_binary", "run_in_own_loop"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 # The product's own helpers: tests and `blobflow dev` pick ports the same way.
-from service.managed_process import LOOPBACK, accepts_connections, free_port
+from blobflow.devtools.managed_process import LOOPBACK, accepts_connections, free_port
 
 __all__ = ["LOOPBACK", "accepts_connections", "free_port", "unique_name"]
 

@@ -1,7 +1,7 @@
 """Server processes owned by the test session: started on demand, always stopped.
 
 The lifecycle (own process group, log file, readiness, SIGTERM then SIGKILL, the
-SecantusDB quirks) is blobflow's own, in service/managed_process.py; this module adds
+SecantusDB quirks) is blobflow's own, in blobflow.devtools.managed_process; this module adds
 what only tests need. Crash tests get the blunt instruments: SIGKILL, SIGSTOP/SIGCONT
 and a restart on the same port and data directory. Servers are started explicitly
 (`with Server(...) as s: s.start()`), and every one not yet closed is listed by
@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from service import managed_process
-from service.errors import EmbeddedServerError
-from service.managed_process import log_tail
+from blobflow.devtools import managed_process
+from blobflow.devtools.managed_process import log_tail
+from blobflow.errors import EmbeddedServerError
 
 __all__ = [
     "ManagedProcess",

@@ -1,0 +1,141 @@
+"""Intake: one blob event message in, durable executions out, then the ack.
+
+The outcome of each message is decided by `handle` and carried out by
+`settle`, the one place that acks, naks or terminates. Nothing is acked
+before what the message produced is stored: a bad message once its dead
+letter is confirmed, a good one once its executions are in MongoDB. A
+cancelled handler (shutdown) settles nothing, so the message comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from pymongo.errors import PyMongoError
+
+from blobflow.core.catalog import Catalog
+from blobflow.core.events import EventError, decode_event
+from blobflow.core.records import Execution, now
+from blobflow.core.triggers import EventKind
+from blobflow.errors import UnstorableError
+from blobflow.messaging.dead_letters import dead_letter, dead_letter_msg_id, publish_dead_letter
+from blobflow.messaging.streams import StreamNames
+from blobflow.metrics import Metrics
+from blobflow.runtime.engine import new_execution
+
+logger = logging.getLogger(__name__)
+RETRY_DELAY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Literal["ack", "nak"]
+    reason: str
+    delay_s: float | None = None
+
+
+class Admit(Protocol):
+    """Store new executions durably (see `Admission.admit`); how many were new."""
+
+    def __call__(self, executions: Sequence[Execution]) -> Awaitable[int]: ...
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        names: StreamNames,
+        catalog: Callable[[], Catalog],
+        admit: Admit,
+        max_event_bytes: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.js = js
+        self.names = names
+        self.catalog = catalog
+        self.admit = admit
+        self.max_event_bytes = max_event_bytes
+        self.metrics = metrics or Metrics()
+        self.kinds: dict[str, EventKind] = {
+            names.created_subject: "onCreate",
+            names.updated_subject: "onUpdate",
+        }
+
+    async def process(self, msg: Msg) -> Outcome:
+        """Handle and settle one message; one message never takes the consumer down."""
+        try:
+            outcome = await self.handle(msg)
+        except Exception:
+            logger.exception("handling a blob event failed; it will be redelivered")
+            outcome = Outcome("nak", "unexpected error", RETRY_DELAY_S)
+        try:
+            await settle(msg, outcome)
+        except (NatsError, TimeoutError) as exc:
+            # Unsettled, the message comes back after AckWait; nothing is lost.
+            logger.warning("could not settle a blob event: %s", exc)
+        return outcome
+
+    async def handle(self, msg: Msg) -> Outcome:
+        self.metrics.event_received()
+        try:
+            event = decode_event(msg.data, msg.subject, self.max_event_bytes, self.kinds)
+        except EventError as exc:
+            return await self._reject(msg, exc)
+        catalog = self.catalog()
+        executions = [
+            new_execution(
+                event,
+                binding,
+                catalog.workflows[binding.workflow_id],
+                catalog.version("workflow", binding.workflow_id),
+            )
+            for binding in catalog.match(event.data, event.kind)
+        ]
+        try:
+            new = await self.admit(executions)
+        except UnstorableError as exc:
+            # Valid JSON that BSON cannot hold (an integer beyond 64 bits, a NUL
+            # in a key): retrying cannot help, so it is bad input.
+            return await self._reject(msg, EventError("unstorable", str(exc)))
+        except PyMongoError as exc:
+            logger.warning("event %s not stored, redelivering: %s", event.event_id, exc)
+            return Outcome("nak", "store unavailable", RETRY_DELAY_S)
+        return Outcome("ack", f"{new} new of {len(executions)} executions")
+
+    async def _reject(self, msg: Msg, error: EventError) -> Outcome:
+        sequence = msg.metadata.sequence.stream if msg.reply else None
+        body = dead_letter(
+            error.reason,
+            error.detail,
+            subject=msg.subject,
+            stream_sequence=sequence,
+            headers=msg.headers,
+            payload=msg.data,
+            received_at=now(),
+        )
+        msg_id = dead_letter_msg_id(self.names.blobs, sequence or 0)
+        try:
+            await publish_dead_letter(self.js, self.names.dlq_subject, body, msg_id)
+        except (NatsError, TimeoutError) as exc:
+            logger.warning("dead letter not confirmed, redelivering: %s", exc)
+            return Outcome("nak", "dead-letter stream unavailable", RETRY_DELAY_S)
+        logger.info("dead-lettered message %s: %s", sequence, error)
+        self.metrics.event_rejected(error.reason)
+        return Outcome("ack", f"dead-lettered: {error.reason}")
+
+
+async def settle(msg: Msg, outcome: Outcome) -> None:
+    """The one place a message is acknowledged or handed back."""
+    if outcome.action == "ack":
+        # Confirmed ack: the executions exist, and a lost ack would only
+        # cause a redelivery that creates nothing new.
+        await msg.ack_sync()
+    else:
+        await msg.nak(delay=outcome.delay_s)

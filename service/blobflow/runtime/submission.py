@@ -1,0 +1,61 @@
+"""Manual runs (`POST /v1/workflows/{id}/execute`): the same durable path as events.
+
+A manual run is admitted like an event's executions (see `admission`): leased
+to this worker and queued by priority beside event-triggered ones, or parked
+for any replica when this one is full; if this worker stops first, the lease
+runs out and any replica resumes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from blobflow.core.compiler import CompiledWorkflow
+from blobflow.core.records import Execution, StepRecord
+from blobflow.errors import ServiceStopping
+from blobflow.runtime.dispatcher import Dispatcher
+from blobflow.runtime.intake import Admit
+
+MANUAL_EVENT_PREFIX = "manual:"
+
+
+def manual_execution(
+    workflow: CompiledWorkflow,
+    version: int,
+    *,
+    provider_id: str,
+    blob_id: str,
+    user_id: str,
+    input: Mapping[str, Any],
+    priority: int = 0,
+) -> Execution:
+    execution_id = uuid.uuid4().hex
+    return Execution(
+        id=execution_id,
+        # Unique, so the (event, provider, workflow) key never collides with an event's.
+        event_id=MANUAL_EVENT_PREFIX + execution_id,
+        provider_id=provider_id,
+        workflow_id=workflow.id,
+        workflow_version=version,
+        blob_id=blob_id,
+        user_id=user_id,
+        priority=priority,
+        input=dict(input),
+        steps=tuple(StepRecord(id=step.spec.id) for step in workflow.steps),
+    )
+
+
+class Submitter:
+    def __init__(self, dispatcher: Dispatcher, admit: Admit) -> None:
+        self.dispatcher = dispatcher
+        self.admit = admit
+
+    async def submit(self, execution: Execution) -> Execution:
+        """Store the execution and queue it here; it then runs like any other."""
+        if not self.dispatcher.accepting:
+            # Queued here now, it would wait out a lease nobody renews.
+            raise ServiceStopping("this replica is stopping; send the run to another")
+        await self.admit([execution])
+        return execution
