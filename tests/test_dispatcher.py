@@ -11,9 +11,9 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.events import check_event
+from blobflow.core.leases import Lease
 from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.engine import new_execution
-from blobflow.store.fencing import Lease
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, catalog_with, engine_for, step
 

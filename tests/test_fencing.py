@@ -10,11 +10,11 @@ import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
+from blobflow.core.leases import Lease
 from blobflow.core.records import Execution, LogLine, StepRecord, now
-from blobflow.errors import UnstorableError
+from blobflow.errors import LeaseLost, UnstorableError
 from blobflow.runtime.engine import new_execution
 from blobflow.store.executions import ExecutionStore
-from blobflow.store.fencing import Lease, LeaseLost
 from tests.servers import MongoDeployment
 from tests.support import CommandLog, binding_of, blob_event, catalog_with, monitored_db, step
 

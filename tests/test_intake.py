@@ -11,11 +11,11 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from pymongo.asynchronous.database import AsyncDatabase
 
+from blobflow.core.leases import Lease
 from blobflow.core.records import Execution
 from blobflow.messaging.streams import StreamNames, ensure_consumer, ensure_streams
 from blobflow.runtime.intake import Intake
 from blobflow.store.executions import ExecutionStore
-from blobflow.store.fencing import Lease
 from tests.support import example_catalog
 
 Db = AsyncDatabase[dict[str, Any]]

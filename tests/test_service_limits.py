@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from blobflow.core.step_requests import StepRequest
-from blobflow.downstream.http_caller import HttpResponse
+from blobflow.core.step_requests import HttpResponse, StepRequest
 from blobflow.downstream.limits import CircuitBreaker, LimitedCaller, ServiceLimits, limits_from_env
 from blobflow.errors import ConfigError, HttpCallError
 

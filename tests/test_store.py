@@ -11,9 +11,9 @@ import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.records import StepRecord
+from blobflow.errors import LeaseLost
 from blobflow.runtime.engine import new_execution
 from blobflow.store.executions import ExecutionStore
-from blobflow.store.fencing import LeaseLost
 from tests.servers import Downstream, MongoDeployment, Reply
 from tests.support import (
     CommandLog,

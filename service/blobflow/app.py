@@ -37,7 +37,7 @@ from blobflow.messaging.consumer import Consumer
 from blobflow.messaging.publisher import DeltaPublisher
 from blobflow.messaging.registration import CHANGED_SUBJECT, RegistrationResponder
 from blobflow.messaging.streams import StreamNames, ensure_consumer, ensure_streams
-from blobflow.metrics import MeteredCaller, Metrics, MongoCommands
+from blobflow.metrics import MeteredCaller, Metrics
 from blobflow.runtime.admission import Admission
 from blobflow.runtime.cancels import Canceller, CancelResponder
 from blobflow.runtime.dispatcher import Dispatcher
@@ -46,6 +46,7 @@ from blobflow.runtime.intake import Intake
 from blobflow.runtime.submission import Submitter
 from blobflow.store.definitions import DefinitionStore
 from blobflow.store.executions import ExecutionStore
+from blobflow.store.monitoring import MongoCommands
 from blobflow.store.queries import Queries
 
 logger = logging.getLogger(__name__)

@@ -96,10 +96,6 @@ class DeltaError(BlobflowError, ValueError):
         super().__init__("\n".join(lines) or "invalid deltas")
 
 
-class ExecutionCancelled(BlobflowError):
-    """The execution was cancelled on request; compensations run, the status is cancelled."""
-
-
 # A lost connection or a slow answer may be fine next time; the others will not change.
 _RETRYABLE_HTTP_REASONS = frozenset({"connect", "timeout"})
 
@@ -129,14 +125,6 @@ class EmbeddedServerError(BlobflowError, RuntimeError):
 
     The message says which server and why; for a failed start it ends with its log's tail.
     """
-
-
-class NatsGone(BlobflowError):
-    """The NATS connection closed for good; the process must exit, not stay deaf."""
-
-
-class ServiceStopping(BlobflowError):
-    """The process is shutting down and takes no new work; another replica will."""
 
 
 class UnstorableError(BlobflowError, ValueError):
@@ -173,3 +161,41 @@ def not_found(what: str) -> ApiError:
 
 def bad_parameter(name: str, message: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{name}: {message}")
+
+
+# -- Unavailable dependencies: translated from driver errors at the adapter's edge.
+
+
+class StoreUnavailable(BlobflowError, ConnectionError):
+    """The database did not answer, or failed a command; trying again later may work."""
+
+
+class WriteRejected(StoreUnavailable):
+    """The database refused some documents of a batch; the others may have been written."""
+
+
+class BusUnavailable(BlobflowError, ConnectionError):
+    """NATS did not confirm a publish or a request; trying again later may work."""
+
+
+class NatsGone(BusUnavailable):
+    """The NATS connection closed for good; the process must exit, not stay deaf."""
+
+
+# -- Control-flow signals: not failures, but how one part tells another to stop.
+
+
+class Signal(BlobflowError):
+    """Root of the control-flow signals."""
+
+
+class ExecutionCancelled(Signal):
+    """The execution was cancelled on request; compensations run, the status is cancelled."""
+
+
+class LeaseLost(Signal):
+    """Another worker owns this execution now; this one must stop working on it."""
+
+
+class ServiceStopping(Signal):
+    """The process is shutting down and takes no new work; another replica will."""

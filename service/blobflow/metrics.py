@@ -21,13 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from pymongo import monitoring
 
 from blobflow.core.records import StepRecord
-from blobflow.core.step_requests import StepRequest
-from blobflow.downstream.http_caller import HttpResponse
+from blobflow.core.step_requests import Caller, HttpResponse, StepRequest
 from blobflow.errors import HttpCallError
-from blobflow.runtime.step_calls import Caller
 
 # The `_created` series double every counter and no dashboard here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
@@ -161,26 +158,6 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type (0.0.4: what every scraper reads)."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
-
-
-class MongoCommands(monitoring.CommandListener):
-    """Counts and times every command a MongoDB client sends (pass it as an event listener).
-
-    Command names come from the driver's fixed set, so the label stays bounded.
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.counter = metrics.mongodb_commands
-        self.duration = metrics.mongodb_command_duration
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.counter.inc()
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        self.duration.labels(event.command_name).observe(event.duration_micros / 1e6)
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        self.duration.labels(event.command_name).observe(event.duration_micros / 1e6)
 
 
 def _task_count() -> float:

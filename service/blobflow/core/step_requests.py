@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from blobflow.core.jsonvalues import compact_json, kind
@@ -124,3 +124,19 @@ def _segment(name: str, value: Any) -> str:
     if not text:
         raise StepInputError(f"endpoint placeholder {{{name}}} is an empty string")
     return _DOT_SEGMENTS.get(text) or quote(text, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """An HTTP answer: `body` is parsed JSON (None when empty), or for a non-2xx
+    answer that is not JSON its text, cut to 2,000 characters."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str]  # case-insensitive
+
+
+class Caller(Protocol):
+    """Sends a step's request to a named downstream service (`blobflow.downstream`)."""
+
+    async def call(self, service: str, request: StepRequest, timeout_s: float) -> HttpResponse: ...

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import quote
@@ -24,7 +23,7 @@ from yarl import URL
 
 from blobflow import __version__
 from blobflow.core.jsonvalues import compact_json, loads
-from blobflow.core.step_requests import StepRequest
+from blobflow.core.step_requests import HttpResponse, StepRequest
 from blobflow.errors import ConfigError, HttpCallError
 
 USER_AGENT: Final = f"blobflow/{__version__}"
@@ -69,16 +68,6 @@ def service_urls_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     if problems:
         raise ConfigError("\n".join(problems))
     return urls
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """An HTTP answer: `body` is parsed JSON (None when empty), or for a non-2xx
-    answer that is not JSON its text, cut to 2,000 characters."""
-
-    status: int
-    body: Any
-    headers: Mapping[str, str]  # case-insensitive
 
 
 class ServiceClients:

@@ -20,10 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from blobflow.core.step_requests import StepRequest
-from blobflow.downstream.http_caller import HttpResponse, normalize_service_name
+from blobflow.core.step_requests import Caller, HttpResponse, StepRequest
+from blobflow.downstream.http_caller import normalize_service_name
 from blobflow.errors import ConfigError, HttpCallError
-from blobflow.runtime.step_calls import Caller
 
 BREAKER_FAILURES: Final = 5
 BREAKER_OPEN_S: Final = 10.0

@@ -17,10 +17,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from blobflow.core.leases import Lease
 from blobflow.core.records import Execution
+from blobflow.errors import LeaseLost
 from blobflow.runtime.cancellation import raise_if_cancelling
 from blobflow.runtime.engine import Engine
-from blobflow.store.fencing import Lease, LeaseLost
 
 logger = logging.getLogger(__name__)
 

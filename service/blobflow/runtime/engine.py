@@ -19,16 +19,17 @@ from blobflow.core.catalog import Catalog
 from blobflow.core.compiler import CompiledWorkflow
 from blobflow.core.deltas import DeltaDraft
 from blobflow.core.events import BlobEvent
+from blobflow.core.leases import Lease
 from blobflow.core.records import Execution, LogLine, StepRecord, event_execution_id
+from blobflow.core.step_requests import Caller
 from blobflow.core.triggers import Binding
+from blobflow.errors import LeaseLost
 from blobflow.logs import bound
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import CancelToken, raise_if_cancelling
 from blobflow.runtime.crashpoints import CrashingPersistence, CrashingSink, armed
 from blobflow.runtime.executor import DeltaSink, Executor, Persistence
-from blobflow.runtime.step_calls import Caller
 from blobflow.store.executions import ExecutionStore
-from blobflow.store.fencing import Lease, LeaseLost
 
 logger = logging.getLogger(__name__)
 

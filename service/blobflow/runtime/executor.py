@@ -17,10 +17,11 @@ from blobflow.core.compiler import CompiledStep, CompiledWorkflow
 from blobflow.core.deltas import DeltaDraft, derive_deltas
 from blobflow.core.jsonschemas import SchemaValidator
 from blobflow.core.records import SETTLED_STEPS, Decision, Execution, LogLevel, LogLine, now
+from blobflow.core.step_requests import Caller
 from blobflow.errors import DeltaError, ExecutionCancelled, UnstorableError
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import CancelToken
-from blobflow.runtime.step_calls import Caller, call_step, compensate
+from blobflow.runtime.step_calls import call_step, compensate
 
 Ending = Literal["failed", "cancelled"]
 Terminal = Literal["completed", "failed", "cancelled"]

@@ -20,16 +20,17 @@ from blobflow.core.expressions import Value
 from blobflow.core.jsonvalues import compact_json
 from blobflow.core.records import Execution, LogLevel, StepRecord, StepStatus, now
 from blobflow.core.retry import is_retryable_status, parse_retry_after, retry_delay_s
-from blobflow.core.step_requests import StepRequest, build_request, idempotency_key
-from blobflow.downstream.http_caller import HttpResponse
+from blobflow.core.step_requests import (
+    Caller,
+    HttpResponse,
+    StepRequest,
+    build_request,
+    idempotency_key,
+)
 from blobflow.errors import HttpCallError, StepInputError
 from blobflow.runtime.cancellation import CancelToken
 
 ERROR_BODY_CHARS = 500
-
-
-class Caller(Protocol):
-    async def call(self, service: str, request: StepRequest, timeout_s: float) -> HttpResponse: ...
 
 
 class Run(Protocol):

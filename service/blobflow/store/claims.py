@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
+from blobflow.core.leases import Claimed, Lease
 from blobflow.core.records import Execution, from_document, now
-from blobflow.store.fencing import BY_ID, NOW_MS, Lease
+from blobflow.store.fencing import BY_ID, NOW_MS
 
 Document = dict[str, Any]
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    leased: list[tuple[Execution, Lease]]
-    more: bool
 
 
 class Claims:

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from blobflow.core.deltas import DeltaDraft
+from blobflow.core.leases import Claimed, Lease
 from blobflow.core.records import (
     Execution,
     LogLine,
@@ -30,9 +31,9 @@ from blobflow.core.records import (
     to_document,
 )
 from blobflow.errors import UnstorableError
-from blobflow.store.claims import Claimed, Claims
+from blobflow.store.claims import Claims
 from blobflow.store.delta_history import DeltaHistory
-from blobflow.store.fencing import NOW_MS, FencedWrites, Lease
+from blobflow.store.fencing import NOW_MS, FencedWrites, fence
 from blobflow.store.queries import LIST_FILTERS
 
 Document = dict[str, Any]
@@ -193,7 +194,7 @@ class ExecutionStore:
     async def release(self, leases: Sequence[Lease]) -> None:
         """Hand executions back at once, for any worker to claim (fenced)."""
         for lease in leases:
-            await self.executions.update_one(lease.fence, {"$set": {"lease.expires_ms": 0}})
+            await self.executions.update_one(fence(lease), {"$set": {"lease.expires_ms": 0}})
 
     async def request_cancel(self, execution_id: str) -> bool:
         """Record that the execution must be cancelled; False when it has finished."""

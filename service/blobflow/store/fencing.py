@@ -18,7 +18,8 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from blobflow.errors import BlobflowError, UnstorableError
+from blobflow.core.leases import Lease
+from blobflow.errors import LeaseLost, UnstorableError
 from blobflow.store.group_commit import GroupCommit
 
 Document = dict[str, Any]
@@ -29,24 +30,14 @@ NOW_MS: Document = {"$toLong": "$$NOW"}
 BY_ID = "_id_"
 
 
-class LeaseLost(BlobflowError):
-    """Another worker owns this execution now; this one must stop working on it."""
+def fence(lease: Lease) -> Document:
+    """What a write under `lease` matches: the execution, while this lease holds it."""
+    return {"_id": lease.execution_id, "lease.owner": lease.owner, "lease.epoch": lease.epoch}
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    execution_id: str
-    owner: str
-    epoch: int
-
-    @property
-    def fence(self) -> Document:
-        return {"_id": self.execution_id, "lease.owner": self.owner, "lease.epoch": self.epoch}
-
-    @property
-    def quiet(self) -> Document:
-        """The fence, and no cancel requested: what the usual write matches."""
-        return {**self.fence, "cancel_requested": {"$ne": True}}
+def quiet(lease: Lease) -> Document:
+    """The fence, and no cancel requested: what the usual write matches."""
+    return {**fence(lease), "cancel_requested": {"$ne": True}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +66,7 @@ class FencedWrites:
     async def update(self, lease: Lease, fields: Document) -> bool:
         """Set `fields` while `lease` holds, alone: one round trip, two on a miss."""
         try:
-            result = await self.executions.update_one(lease.quiet, [{"$set": fields}], hint=BY_ID)
+            result = await self.executions.update_one(quiet(lease), [{"$set": fields}], hint=BY_ID)
         except (OverflowError, InvalidDocument) as exc:
             raise UnstorableError(str(exc)) from exc
         if result.matched_count == 1:
@@ -83,7 +74,7 @@ class FencedWrites:
         return await self._on_lease_alone(lease, fields)
 
     async def _on_lease_alone(self, lease: Lease, fields: Document) -> bool:
-        result = await self.executions.update_one(lease.fence, [{"$set": fields}], hint=BY_ID)
+        result = await self.executions.update_one(fence(lease), [{"$set": fields}], hint=BY_ID)
         if result.matched_count == 0:
             raise LeaseLost(f"execution {lease.execution_id} is no longer owned by {lease.owner}")
         return True
@@ -120,7 +111,7 @@ class FencedWrites:
         marks = [f"{batch}.{index}" for index in range(len(writes))]
         operations = [
             UpdateOne(
-                write.lease.quiet, [{"$set": {**write.fields, "lease.write": mark}}], hint=BY_ID
+                quiet(write.lease), [{"$set": {**write.fields, "lease.write": mark}}], hint=BY_ID
             )
             for write, mark in zip(writes, marks, strict=True)
         ]
