@@ -47,9 +47,10 @@ from bench import shapes
 from bench.contenders import ROOT, Blobflow, Contender, Floor
 from bench.measure import DELTAS_PER_EVENT, cpu_s, peak_rss_mib, percentile, verify
 from bench.shapes import Shape
+from blobflow.core.subjects import StreamNames
 from blobflow.devtools.embedded import embedded_servers
 from blobflow.devtools.managed_process import free_port
-from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.messaging.streams import ensure_streams
 
 DATABASE = "bench"
 NAMES = StreamNames()

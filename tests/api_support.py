@@ -13,7 +13,7 @@ from multidict import CIMultiDictProxy
 
 from blobflow.app import Service, start
 from blobflow.config import load_settings
-from blobflow.messaging.streams import StreamNames
+from blobflow.core.subjects import StreamNames
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT
 

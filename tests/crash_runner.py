@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 from blobflow.downstream.http_caller import ServiceClients
 from blobflow.runtime.engine import Engine
 from blobflow.store.executions import ExecutionStore
-from tests.support import binding_of, blob_event, catalog_with, step
+from tests.support import binding_of, blob_event, catalog_with, start, step
 
 STEPS = [step(name) for name in ("one", "two", "three", "four")]
 
@@ -25,7 +25,7 @@ async def main(mongodb_url: str, database: str, service_url: str, lease_ms: int)
     await store.ensure_indexes()
     async with ServiceClients({"STUDIO": service_url}) as clients:
         engine = Engine(catalog, store, clients, worker_id="doomed")
-        await engine.start(blob_event(), binding_of(catalog, "wf"))
+        await start(engine, blob_event(), binding_of(catalog, "wf"))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.catalog import Catalog, build_catalog
 from blobflow.core.events import BlobEvent, check_event
+from blobflow.core.records import Execution
 from blobflow.core.sources import SourceDocument, read_paths
 from blobflow.core.triggers import Binding
 from blobflow.downstream.http_caller import ServiceClients
-from blobflow.runtime.engine import Engine
+from blobflow.runtime.engine import Engine, new_execution
 from blobflow.store.executions import ExecutionStore
 from tests.servers import Downstream, Reply
 
@@ -114,6 +115,24 @@ async def engine_for(
     urls = {"STUDIO": downstream.url, "CORE": downstream.url}
     async with ServiceClients(urls) as clients:
         yield Engine(catalog, store, clients, worker_id=worker_id)
+
+
+async def start(engine: Engine, event: BlobEvent, binding: Binding) -> Execution | None:
+    """Run `binding` for `event` as admission and the dispatcher do: stored leased to
+    this worker, then run; None when it existed already."""
+    workflow = engine.catalog.workflows[binding.workflow_id]
+    version = engine.catalog.version("workflow", workflow.id)
+    execution = new_execution(event, binding, workflow, version)
+    leases = await engine.store.create_many([execution], engine.worker_id)
+    if not leases:
+        return None
+    return await engine.run_leased(execution, leases[0])
+
+
+def store_of(engine: Engine) -> ExecutionStore:
+    """The MongoDB store behind an engine of `engine_for`."""
+    assert isinstance(engine.store, ExecutionStore)
+    return engine.store
 
 
 class CommandLog(monitoring.CommandListener):

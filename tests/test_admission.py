@@ -17,7 +17,15 @@ from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.engine import Engine, new_execution
 from blobflow.store.executions import ExecutionStore
 from tests.servers import Downstream, Reply
-from tests.support import binding_of, blob_event, catalog_with, engine_for, eventually, step
+from tests.support import (
+    binding_of,
+    blob_event,
+    catalog_with,
+    engine_for,
+    eventually,
+    step,
+    store_of,
+)
 
 Db = AsyncDatabase[dict[str, Any]]
 CATALOG = catalog_with([step("a")])
@@ -202,7 +210,7 @@ async def test_events_admitted_at_once_share_one_insert(
         admission, dispatcher = await admission_for(engine, capacity=100)
         dispatcher.close()  # nothing runs: what is admitted stays parked
         first, second, third, repeated = executions([0, 0, 0, 0])
-        counter = InsertCounter(engine.store)
+        counter = InsertCounter(store_of(engine))
 
         outcomes = await asyncio.gather(
             admission.admit([first]),
@@ -226,7 +234,7 @@ async def test_an_unstorable_event_admitted_with_others_fails_alone(
         dispatcher.close()
         first, second = executions([0, 0])
         bad = replace(executions([0], prefix="bad")[0], input={"n": 2**70})
-        counter = InsertCounter(engine.store)
+        counter = InsertCounter(store_of(engine))
 
         outcomes = await asyncio.gather(
             admission.admit([first]),

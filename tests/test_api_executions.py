@@ -45,7 +45,7 @@ def seeded(
 
 async def seed(api: Api) -> None:
     for index, row in enumerate(SEEDS):
-        await api.service.store.create(seeded(index, *row))
+        await api.service.store.park_many([seeded(index, *row)])
 
 
 def ids(body: dict[str, Any]) -> list[str]:

@@ -36,7 +36,7 @@ async def seed(api: Api) -> None:
         steps=(StepRecord("load"), StepRecord("save")),
         status="failed",
     )
-    await api.service.store.create(execution)
+    await api.service.store.park_many([execution])
     await api.service.store.executions.update_one(
         {"_id": "run-1"}, {"$set": {"logs": [log_document(line) for line in LINES]}}
     )

@@ -129,7 +129,7 @@ async def seed(api: Api) -> None:
         decisions=(Decision("extract_metadata", "$.steps.validate_blob.output.valid", True),),
     )
     store = api.service.store
-    await store.create(execution)
+    await store.park_many([execution])
     lines = [
         LogLine(MOMENT, "info", None, "execution started"),
         LogLine(MOMENT, "warning", "validate_blob", "retrying"),

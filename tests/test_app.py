@@ -16,9 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.app import Service, run
 from blobflow.config import load_settings
+from blobflow.core.subjects import StreamNames
 from blobflow.messaging import connection
 from blobflow.messaging.client import BlobflowClient
-from blobflow.messaging.streams import StreamNames
 from tests.api_support import running_api
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT, eventually, script_studio

@@ -105,7 +105,7 @@ async def test_cancel_reaches_the_replica_that_runs_it(
     async with running_api(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as other:
         await other.service.reload()
         execution_id = await start_hanging(api, downstream)
-        assert execution_id in api.service.engine.running
+        assert execution_id in api.service.engine.runs
         reply = await other.post(f"/v1/executions/{execution_id}/cancel")
         assert reply.status == 200, reply.text
         assert_cancelled_after_first(reply.body)
@@ -156,7 +156,7 @@ async def test_a_pending_execution_nobody_holds_is_cancelled_at_once(
     api: Api, downstream: Downstream
 ) -> None:
     await register(api)
-    await api.service.store.create(pending("p-1"))
+    await api.service.store.park_many([pending("p-1")])
     reply = await api.post("/v1/executions/p-1/cancel", token=ALICE)
     assert reply.status == 200, reply.text
     assert reply.body["status"] == "cancelled"
@@ -170,7 +170,7 @@ async def test_a_cancel_for_a_gone_owner_is_recorded_and_carried_out_on_takeover
 ) -> None:
     await register(api)
     store = api.service.store
-    await store.create(pending("p-2"))
+    await store.park_many([pending("p-2")])
     expires_ms = int(now().timestamp() * 1000) + 1500
     lease = {"owner": "gone-worker", "epoch": 1, "expires_ms": expires_ms}
     await store.executions.update_one(
@@ -191,7 +191,7 @@ async def test_a_cancel_for_a_gone_owner_is_recorded_and_carried_out_on_takeover
 
 @pytest.mark.asyncio
 async def test_another_users_execution_cannot_be_cancelled(api: Api) -> None:
-    await api.service.store.create(pending("p-3", user_id="alice"))
+    await api.service.store.park_many([pending("p-3", user_id="alice")])
     reply = await api.post("/v1/executions/p-3/cancel", token=BOB)
     assert reply.status == 404
     record = await api.service.store.get("p-3")
@@ -203,7 +203,7 @@ async def test_another_users_execution_cannot_be_cancelled(api: Api) -> None:
 @pytest.mark.asyncio
 async def test_cancel_requested_is_honoured_by_whoever_runs_it_next(api: Api) -> None:
     await register(api)
-    await api.service.store.create(pending("p-4"))
+    await api.service.store.park_many([pending("p-4")])
     assert await api.service.store.request_cancel("p-4")
     result = await api.service.engine.resume("p-4")
     assert result is not None
@@ -240,7 +240,7 @@ async def test_a_cancel_after_every_step_settled_completes_and_publishes(
             steps=(StepRecord("a", status="completed", output={"transformed_content": "x"}),),
             cancel_requested=True,
         )
-        await engine.store.create(execution)
+        await engine.store.park_many([execution])
         result = await engine.resume(execution.id, cancelled=True)
         assert result is not None
         assert result.status == "completed"

@@ -13,12 +13,12 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from blobflow.core.subjects import delta_subject
+from blobflow.core.subjects import StreamNames, delta_subject
 from blobflow.errors import DefinitionError
 from blobflow.messaging.client import BlobflowClient, DeltaFeed
 from blobflow.messaging.publisher import delta_event
 from blobflow.messaging.registration import RegistrationResponder
-from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.messaging.streams import ensure_streams
 from blobflow.store.definitions import DefinitionStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,11 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from blobflow.core.subjects import StreamNames
 from blobflow.devtools.managed_process import free_port
 from blobflow.messaging.client import BlobflowClient
 from blobflow.messaging.registration import RegistrationResponder
-from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.messaging.streams import ensure_streams
 from blobflow.store.definitions import DefinitionStore
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT, eventually, script_studio

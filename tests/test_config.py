@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from blobflow.config import ApiToken, Settings, describe, load_settings
+from blobflow.config import Settings, describe, load_settings
+from blobflow.core.tokens import ApiToken
 from blobflow.errors import ConfigError
 
 RULE_PORT = "must be an integer from 0 to 65535"

@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from blobflow.core.jsonvalues import rfc3339
-from blobflow.messaging.dead_letters import (
+from blobflow.core.dead_letters import (
     MAX_DEAD_LETTER_BYTES,
     MAX_PAYLOAD_KEPT,
     dead_letter,
     dead_letter_msg_id,
-    publish_dead_letter,
 )
-from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.core.jsonvalues import rfc3339
+from blobflow.core.subjects import StreamNames
+from blobflow.messaging.dead_letters import DeadLetterPublisher
+from blobflow.messaging.streams import ensure_streams
 
 RECEIVED = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
 
@@ -181,8 +182,8 @@ async def test_publish_to_the_dlq_stream_once_per_msg_id(
     msg_id = dead_letter_msg_id(names.blobs, 7)
     assert msg_id == f"dlq:{names.blobs}:7"
 
-    await publish_dead_letter(js, names.dlq_subject, body, msg_id)
-    await publish_dead_letter(js, names.dlq_subject, body, msg_id)  # a redelivery
+    await DeadLetterPublisher(js, names.dlq_subject).send(body, msg_id)
+    await DeadLetterPublisher(js, names.dlq_subject).send(body, msg_id)  # a redelivery
 
     info = await js.stream_info(names.dlq)
     assert info.state.messages == 1

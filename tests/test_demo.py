@@ -23,7 +23,7 @@ from blobflow.devtools.demo import serve_demo
 from blobflow.downstream.http_caller import ServiceClients
 from blobflow.runtime.engine import Engine
 from blobflow.store.executions import ExecutionStore
-from tests.support import binding_of, blob_event, example_catalog
+from tests.support import binding_of, blob_event, example_catalog, start
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -252,11 +252,13 @@ async def test_example_workflows_complete_against_the_demo(mongo_db: Db) -> None
     await store.ensure_indexes()
     async with serve_demo() as url, ServiceClients({"studio": url, "core": url}) as clients:
         engine = Engine(catalog, store, clients)
-        processing = await engine.start(
+        processing = await start(
+            engine,
             blob_event("evt-1", "blob-1", metadata={"content_type": "text/plain"}),
             binding_of(catalog, "blob_processing_workflow"),
         )
-        expansion = await engine.start(
+        expansion = await start(
+            engine,
             blob_event("evt-2", "blob-chapter-7", metadata={"type": "chapter"}, content="It."),
             binding_of(catalog, "book_chapter_expansion"),
         )

@@ -14,6 +14,7 @@ from tests.support import (
     engine_for,
     example_catalog,
     script_studio,
+    start,
 )
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -27,7 +28,7 @@ async def test_blob_processing_runs_to_completion_and_stores_deltas(
     catalog = example_catalog()
     async with engine_for(catalog, mongo_db, downstream) as engine:
         event = blob_event(metadata={"content_type": "text/plain"}, content="hello")
-        execution = await engine.start(event, binding_of(catalog, "blob_processing_workflow"))
+        execution = await start(engine, event, binding_of(catalog, "blob_processing_workflow"))
 
         assert execution is not None
         assert execution.status == "completed", execution.error
@@ -69,7 +70,7 @@ async def test_book_chapter_expansion_end_to_end(mongo_db: Db, downstream: Downs
     catalog = example_catalog()
     async with engine_for(catalog, mongo_db, downstream) as engine:
         event = blob_event(blob_id="chapter/7", metadata={"type": "chapter"}, content="It rained.")
-        execution = await engine.start(event, binding_of(catalog, "book_chapter_expansion"))
+        execution = await start(engine, event, binding_of(catalog, "book_chapter_expansion"))
 
     assert execution is not None
     assert execution.status == "completed", execution.error
@@ -104,8 +105,8 @@ async def test_the_same_binding_of_an_event_runs_once(mongo_db: Db, downstream: 
     catalog = example_catalog()
     binding = binding_of(catalog, "blob_processing_workflow")
     async with engine_for(catalog, mongo_db, downstream) as engine:
-        first = await engine.start(blob_event(), binding)
-        again = await engine.start(blob_event(), binding)
+        first = await start(engine, blob_event(), binding)
+        again = await start(engine, blob_event(), binding)
 
     assert first is not None
     assert again is None

@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from blobflow.core.records import Execution
 from blobflow.core.sources import SourceDocument
 from tests.servers import Downstream, Reply
-from tests.support import binding_of, blob_event, catalog_with, engine_for, step
+from tests.support import binding_of, blob_event, catalog_with, engine_for, start, step, store_of
 
 Db = AsyncDatabase[dict[str, Any]]
 OK = Reply(200, json={"ok": True})
@@ -31,11 +31,11 @@ async def _run(
 ) -> tuple[Execution, list[str]]:
     catalog = catalog_with(steps, **workflow)
     async with engine_for(catalog, db, downstream) as engine:
-        execution = await engine.start(blob_event(), binding_of(catalog, "wf"))
+        execution = await start(engine, blob_event(), binding_of(catalog, "wf"))
         assert execution is not None
         logs = [
             f"{line.level} {line.step_id} {line.message}"
-            for line in await engine.store.logs(execution.id)
+            for line in await store_of(engine).logs(execution.id)
         ]
     return execution, logs
 
@@ -156,9 +156,9 @@ async def test_cancel_during_a_hanging_step_aborts_it_and_compensates(
     downstream.script("POST", "/undo/a", [OK])
     catalog = catalog_with([step("a", compensation=_undo("a")), step("hang"), step("never")])
     async with engine_for(catalog, mongo_db, downstream) as engine:
-        run = asyncio.ensure_future(engine.start(blob_event(), binding_of(catalog, "wf")))
+        run = asyncio.ensure_future(start(engine, blob_event(), binding_of(catalog, "wf")))
         hanging = await downstream.wait_for_calls("POST", "/hang", count=1, timeout_s=5)
-        assert engine.cancel(next(iter(engine.running)))
+        assert await engine.runs.cancel(next(iter(engine.runs)))
         execution = await asyncio.wait_for(run, timeout=5)
 
     assert execution is not None
@@ -184,7 +184,7 @@ async def test_input_schema_violation_runs_no_step(mongo_db: Db, downstream: Dow
     extra = [SourceDocument("schema", "s.yaml", schema)]
     catalog = catalog_with([step("a")], extra=extra, input_schema_id="needs_title")
     async with engine_for(catalog, mongo_db, downstream) as engine:
-        execution = await engine.start(blob_event(), binding_of(catalog, "wf"))
+        execution = await start(engine, blob_event(), binding_of(catalog, "wf"))
 
     assert execution is not None
     assert execution.status == "failed"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from blobflow.store.group_commit import GroupCommit
+from blobflow.group_commit import GroupCommit
 
 
 class Recorder:

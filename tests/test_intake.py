@@ -13,7 +13,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.leases import Lease
 from blobflow.core.records import Execution
-from blobflow.messaging.streams import StreamNames, ensure_consumer, ensure_streams
+from blobflow.core.subjects import StreamNames
+from blobflow.messaging.consumer import JetStreamDelivery
+from blobflow.messaging.dead_letters import DeadLetterPublisher
+from blobflow.messaging.streams import ensure_consumer, ensure_streams
 from blobflow.runtime.intake import Intake
 from blobflow.store.executions import ExecutionStore
 from tests.support import example_catalog
@@ -54,7 +57,7 @@ async def _intake(
     catalog = example_catalog()
     dispatched = Admitted(store)
     intake = Intake(
-        js=js,
+        dead_letters=DeadLetterPublisher(js, names.dlq_subject),
         names=names,
         catalog=lambda: catalog,
         admit=dispatched,
@@ -68,7 +71,7 @@ async def _drain(intake: Intake, js: JetStreamContext, names: StreamNames, count
     outcomes: list[str] = []
     while len(outcomes) < count:
         for msg in await subscription.fetch(count - len(outcomes), timeout=5):
-            outcomes.append((await intake.process(msg)).reason)
+            outcomes.append((await intake.process(JetStreamDelivery(msg))).reason)
     return outcomes
 
 

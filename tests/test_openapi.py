@@ -24,7 +24,6 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from pymongo.errors import AutoReconnect
 
 from blobflow.api import definitions as definition_routes
 from blobflow.api import executions as execution_routes
@@ -35,10 +34,11 @@ from blobflow.api.context import ApiContext
 from blobflow.api.health import Probe, health_routes
 from blobflow.api.ratelimit import RateLimiter
 from blobflow.api.responses import errors_as_json, json_response
-from blobflow.config import ApiToken
+from blobflow.core.bundles import ItemResult
 from blobflow.core.catalog import Catalog, build_catalog
 from blobflow.core.definitions import Kind
 from blobflow.core.deltas import DeltaDraft
+from blobflow.core.listings import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
 from blobflow.core.records import (
     Decision,
     Execution,
@@ -51,13 +51,12 @@ from blobflow.core.records import (
     to_document,
 )
 from blobflow.core.sources import SourceDocument, read_paths
+from blobflow.core.tokens import ApiToken
 from blobflow.core.yamlsafe import load_yaml
-from blobflow.errors import ServiceStopping
+from blobflow.errors import RegistrationConflict, ServiceStopping, StoreUnavailable
 from blobflow.metrics import Metrics
-from blobflow.runtime.cancels import CancelResult
-from blobflow.store.definitions import ItemResult, RegistrationConflict
+from blobflow.runtime.cancellation import CancelResult
 from blobflow.store.delta_history import delta_document
-from blobflow.store.queries import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
 
 Json = dict[str, Any]
 
@@ -595,7 +594,7 @@ def _stored_summary(execution: Execution) -> Json:
     return {key: value for key, value in stored.items() if key in (*SUMMARY_FIELDS, "_id")}
 
 
-# An id that makes the stand-ins fail as MongoDB does when it is not answering.
+# An id that makes the stand-ins fail as the store does when MongoDB is not answering.
 DOWN = "db-down"
 # A manual run of this blob finds the replica stopping.
 STOPPING = "stopping-blob"
@@ -603,7 +602,7 @@ STOPPING = "stopping-blob"
 
 def _down_if(value: object) -> None:
     if value == DOWN:
-        raise AutoReconnect("127.0.0.1:27017: connection refused")
+        raise StoreUnavailable("AutoReconnect: 127.0.0.1:27017: connection refused")
 
 
 class FakeStore:

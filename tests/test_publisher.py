@@ -9,10 +9,12 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from blobflow.messaging.publisher import DeltaPublisher, republish
-from blobflow.messaging.streams import StreamNames, ensure_streams
+from blobflow.core.subjects import StreamNames
+from blobflow.messaging.publisher import DeltaPublisher
+from blobflow.messaging.streams import ensure_streams
+from blobflow.runtime.admission import republish
 from tests.servers import Downstream
-from tests.support import binding_of, blob_event, engine_for, example_catalog, script_studio
+from tests.support import binding_of, blob_event, engine_for, example_catalog, script_studio, start
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -43,7 +45,7 @@ async def test_each_delta_is_published_once_with_its_id(
     async with engine_for(catalog, mongo_db, downstream) as engine:
         engine.sink = DeltaPublisher(js, prefix=names.deltas_prefix)
         event = blob_event(blob_id="blob.1 *x")
-        execution = await engine.start(event, binding_of(catalog, "blob_processing_workflow"))
+        execution = await start(engine, event, binding_of(catalog, "blob_processing_workflow"))
 
     assert execution is not None
     assert execution.deltas_published is True
@@ -71,8 +73,8 @@ async def test_deltas_stored_while_nats_was_unavailable_are_republished(
     async with engine_for(catalog, mongo_db, downstream) as engine:
         # No DELTAS stream yet: JetStream answers no-responders, nothing is confirmed.
         engine.sink = DeltaPublisher(js, prefix=names.deltas_prefix, timeout_s=0.5)
-        execution = await engine.start(
-            blob_event(), binding_of(catalog, "blob_processing_workflow")
+        execution = await start(
+            engine, blob_event(), binding_of(catalog, "blob_processing_workflow")
         )
         assert execution is not None
         assert execution.deltas_published is False

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from blobflow.core.listings import LIST_FILTERS
 from blobflow.store.executions import ExecutionStore
-from blobflow.store.queries import LIST_FILTERS, NEWEST_FIRST, listing_index
+from blobflow.store.queries import NEWEST_FIRST, listing_index
 
 Db = AsyncDatabase[dict[str, Any]]
 

@@ -18,17 +18,18 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from blobflow.core.sources import KIND_FOLDERS, SourceDocument, read_paths
-from blobflow.errors import DefinitionError, Problem
-from blobflow.messaging.registration import (
+from blobflow.core.bundles import (
     MAX_ERRORS,
-    RegistrationResponder,
+    ItemResult,
     bundle_documents,
     error_reply,
     parse_bundle,
-    register_bundle,
 )
-from blobflow.store.definitions import DefinitionStore, ItemResult, RegistrationConflict
+from blobflow.core.sources import KIND_FOLDERS, SourceDocument, read_paths
+from blobflow.errors import DefinitionError, Problem, RegistrationConflict
+from blobflow.messaging.registration import RegistrationResponder
+from blobflow.runtime.registration import register_bundle
+from blobflow.store.definitions import DefinitionStore
 
 ROOT = Path(__file__).resolve().parent.parent
 Db = AsyncDatabase[dict[str, Any]]

@@ -11,10 +11,11 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from blobflow.core.bundles import ItemResult
 from blobflow.core.definitions import Kind
 from blobflow.core.sources import SourceDocument, read_paths
 from blobflow.errors import DefinitionError
-from blobflow.store.definitions import DefinitionStore, ItemResult
+from blobflow.store.definitions import DefinitionStore
 from tests.servers import MongoDeployment
 from tests.support import CommandLog
 

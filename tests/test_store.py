@@ -24,6 +24,7 @@ from tests.support import (
     example_catalog,
     monitored_db,
     script_studio,
+    start,
     step,
 )
 
@@ -50,7 +51,7 @@ async def test_round_trips_of_one_blob_processing_execution(
     async with engine_for(catalog, db, downstream) as engine:
         commands.names.clear()
         binding = binding_of(catalog, "blob_processing_workflow")
-        execution = await engine.start(blob_event(), binding)
+        execution = await start(engine, blob_event(), binding)
 
     assert execution is not None
     assert execution.status == "completed"
@@ -75,7 +76,7 @@ async def test_steps_quicker_than_a_third_of_the_lease_cost_no_renewal(
     # A renewal would be due every 0.2 s; each step's checkpoint comes sooner.
     async with engine_for(catalog, db, downstream, lease_ms=600) as engine:
         commands.names.clear()
-        execution = await engine.start(blob_event(), binding_of(catalog, "wf"))
+        execution = await start(engine, blob_event(), binding_of(catalog, "wf"))
 
     assert execution is not None
     assert execution.status == "completed"
@@ -91,7 +92,7 @@ async def test_concurrent_executions_on_one_blob_get_gapless_versions(
     catalog = example_catalog()
     binding = binding_of(catalog, "blob_processing_workflow")
     async with engine_for(catalog, mongo_db, downstream) as engine:
-        runs = [engine.start(blob_event(f"evt-{i}", "same-blob"), binding) for i in range(6)]
+        runs = [start(engine, blob_event(f"evt-{i}", "same-blob"), binding) for i in range(6)]
         executions = await asyncio.gather(*runs)
 
     assert all(e is not None and e.status == "completed" for e in executions)
@@ -111,7 +112,7 @@ async def test_a_stale_owner_cannot_write_after_a_takeover(
     store = ExecutionStore(mongo_db, lease_ms=50)
     await store.ensure_indexes()
     execution = new_execution(blob_event(), binding_of(catalog, "wf"), catalog.workflows["wf"])
-    stale = await store.create(execution, owner="worker-a")
+    [stale] = await store.create_many([execution], "worker-a")
     assert stale is not None
     await asyncio.sleep(0.1)  # the lease expires on the server's clock
 
@@ -133,7 +134,7 @@ async def test_resume_after_deltas_were_stored_does_not_duplicate_them(
     script_studio(downstream)
     catalog = example_catalog()
     async with engine_for(catalog, mongo_db, downstream, lease_ms=50) as engine:
-        first = await engine.start(blob_event(), binding_of(catalog, "blob_processing_workflow"))
+        first = await start(engine, blob_event(), binding_of(catalog, "blob_processing_workflow"))
         assert first is not None
         # As if the process died after storing deltas, before writing the end.
         await mongo_db["executions"].update_one(
@@ -155,7 +156,7 @@ async def test_completed_executions_are_never_claimed(mongo_db: Db, downstream: 
     downstream.script("POST", "/a", [Reply(200, json={})])
     catalog = catalog_with([step("a")])
     async with engine_for(catalog, mongo_db, downstream, lease_ms=50) as engine:
-        execution = await engine.start(blob_event(), binding_of(catalog, "wf"))
+        execution = await start(engine, blob_event(), binding_of(catalog, "wf"))
         assert execution is not None
         await asyncio.sleep(0.1)
         assert await engine.resume(execution.id) is None
@@ -168,9 +169,9 @@ async def test_a_step_longer_than_the_lease_keeps_its_lease(
     downstream.script("POST", "/slow", [Reply(200, json={}, delay_s=1.0)])
     catalog = catalog_with([step("slow")])
     async with engine_for(catalog, mongo_db, downstream, lease_ms=300) as engine:
-        run = asyncio.ensure_future(engine.start(blob_event(), binding_of(catalog, "wf")))
+        run = asyncio.ensure_future(start(engine, blob_event(), binding_of(catalog, "wf")))
         await downstream.wait_for_calls("POST", "/slow", count=1, timeout_s=5)
-        execution_id = next(iter(engine.running))
+        execution_id = next(iter(engine.runs))
         await asyncio.sleep(0.6)  # twice the lease: only the heartbeat keeps it
         assert await engine.store.claim(execution_id, "thief") is None
         execution = await run
@@ -188,9 +189,9 @@ async def test_a_worker_that_lost_its_lease_stops_without_compensating(
     downstream.script("POST", "/hang", [Reply(200, json={}, delay_s=1.0)])
     catalog = catalog_with([step("a", compensation=undo), step("hang")])
     async with engine_for(catalog, mongo_db, downstream, lease_ms=30_000) as engine:
-        run = asyncio.ensure_future(engine.start(blob_event(), binding_of(catalog, "wf")))
+        run = asyncio.ensure_future(start(engine, blob_event(), binding_of(catalog, "wf")))
         await downstream.wait_for_calls("POST", "/hang", count=1, timeout_s=5)
-        execution_id = next(iter(engine.running))
+        execution_id = next(iter(engine.runs))
         # Another worker takes over (as if this one had been paused past its lease).
         await mongo_db["executions"].update_one(
             {"_id": execution_id}, {"$set": {"lease.owner": "other", "lease.epoch": 99}}

@@ -17,8 +17,9 @@ from nats.js.api import (
     StorageType,
 )
 
+from blobflow.core.subjects import StreamNames
 from blobflow.errors import StreamSetupError
-from blobflow.messaging.streams import StreamNames, ensure_consumer, ensure_streams
+from blobflow.messaging.streams import ensure_consumer, ensure_streams
 
 CONSUMER: dict[str, Any] = {"ack_wait_s": 30.0, "max_ack_pending": 64, "max_deliver": -1}
 

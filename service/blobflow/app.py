@@ -29,17 +29,20 @@ from blobflow.api.context import ApiContext
 from blobflow.api.ratelimit import RateLimiter
 from blobflow.config import Settings
 from blobflow.core.sources import KIND_FOLDERS, read_paths
+from blobflow.core.subjects import CHANGED_SUBJECT, StreamNames
 from blobflow.downstream.http_caller import ServiceClients
 from blobflow.downstream.limits import LimitedCaller
 from blobflow.errors import DefinitionError, NatsGone
+from blobflow.messaging.cancel_requests import CancelResponder, NatsOwnerChannel
 from blobflow.messaging.connection import connect_nats
 from blobflow.messaging.consumer import Consumer
+from blobflow.messaging.dead_letters import DeadLetterPublisher
 from blobflow.messaging.publisher import DeltaPublisher
-from blobflow.messaging.registration import CHANGED_SUBJECT, RegistrationResponder
-from blobflow.messaging.streams import StreamNames, ensure_consumer, ensure_streams
+from blobflow.messaging.registration import RegistrationResponder
+from blobflow.messaging.streams import ensure_consumer, ensure_streams
 from blobflow.metrics import MeteredCaller, Metrics
 from blobflow.runtime.admission import Admission
-from blobflow.runtime.cancels import Canceller, CancelResponder
+from blobflow.runtime.cancellation import Canceller
 from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.engine import Engine
 from blobflow.runtime.intake import Intake
@@ -161,7 +164,7 @@ async def start(
             metrics=metrics,
         )
         intake = Intake(
-            js=js,
+            dead_letters=DeadLetterPublisher(js, names.dlq_subject),
             names=names,
             catalog=lambda: engine.catalog,
             admit=admission.admit,
@@ -169,10 +172,10 @@ async def start(
             metrics=metrics,
         )
         consumer = Consumer(
-            js, names, intake, connection_closed=lambda: nc.is_closed, room=admission.room
+            js, names, intake.process, connection_closed=lambda: nc.is_closed, room=admission.room
         )
         metrics.watch_backlog(lambda: dispatcher.backlog)
-        canceller = Canceller(nc, store, engine, dispatcher)
+        canceller = Canceller(NatsOwnerChannel(nc), store, engine, dispatcher)
         service = Service(
             settings,
             nc,
@@ -208,7 +211,11 @@ async def _workers(service: Service) -> AsyncIterator[None]:
         dispatching = group.create_task(dispatcher.run())
         consuming = group.create_task(consumer.run())
         admitting = group.create_task(service.admission.run())
-        answering = group.create_task(CancelResponder(service.nc, service.canceller).run())
+        answering = group.create_task(
+            CancelResponder(
+                service.nc, service.engine.worker_id, service.canceller.cancel_here
+            ).run()
+        )
         try:
             yield
         finally:

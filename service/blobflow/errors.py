@@ -174,6 +174,10 @@ class WriteRejected(StoreUnavailable):
     """The database refused some documents of a batch; the others may have been written."""
 
 
+class RegistrationConflict(BlobflowError):
+    """Other registrars kept taking the same versions; trying again later will do."""
+
+
 class BusUnavailable(BlobflowError, ConnectionError):
     """NATS did not confirm a publish or a request; trying again later may work."""
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import aiohttp
 
-from blobflow.messaging.streams import StreamNames
+from blobflow.core.subjects import StreamNames
 from tests.servers import MongoDeployment
 from tests.servers.ports import free_port
 from tests.support import ROOT, eventually

@@ -26,7 +26,7 @@ from tests.faults.stack import STREAMS, Stack
 from tests.servers import Downstream, MongoDeployment
 from tests.support import eventually, example_catalog, script_studio
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 Db = AsyncDatabase[dict[str, Any]]
 CATALOG = example_catalog()
 EVENTS = [

@@ -20,7 +20,7 @@ from tests.faults.stack import STREAMS, Stack
 from tests.servers import Downstream
 from tests.support import example_catalog, script_studio
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 Db = AsyncDatabase[dict[str, Any]]
 CATALOG = example_catalog()
 EVENT = {"event_id": "evt-crash", "blob_id": "blob-crash", "user_id": "u", "content": "T."}

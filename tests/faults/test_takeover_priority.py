@@ -23,7 +23,7 @@ from tests.faults.stack import Stack
 from tests.servers import Downstream
 from tests.support import binding_of, blob_event, example_catalog, script_studio
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 Db = AsyncDatabase[dict[str, Any]]
 BACKLOG = 500
 

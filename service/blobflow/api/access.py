@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from blobflow.api.ratelimit import RateLimiter, Verdict, retry_after_header
-from blobflow.config import ApiToken
+from blobflow.core.tokens import ApiToken
 from blobflow.errors import ApiError
 
 # Cheap and needed by probes and scrapers that hold no token.

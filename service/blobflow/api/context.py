@@ -1,26 +1,63 @@
-"""What the API's handlers reach: one typed value under one `web.AppKey`."""
+"""What the API's handlers reach: one typed value under one `web.AppKey`.
+
+The API sees the database only through the Protocols below; `blobflow.app`
+passes in the MongoDB adapters (`blobflow.store`), tests may pass others.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from blobflow.core.bundles import ItemResult
 from blobflow.core.catalog import Catalog
+from blobflow.core.definitions import Kind
+from blobflow.core.listings import ExecutionLogs, Page
+from blobflow.core.records import Execution
+from blobflow.core.sources import SourceDocument
 from blobflow.metrics import Metrics
-from blobflow.runtime.cancels import Canceller
+from blobflow.runtime.cancellation import Canceller
 from blobflow.runtime.submission import Submitter
-from blobflow.store.definitions import DefinitionStore
-from blobflow.store.executions import ExecutionStore
-from blobflow.store.queries import Queries
+
+Document = dict[str, Any]
+
+
+class Executions(Protocol):
+    async def get(self, execution_id: str) -> Execution | None: ...
+
+
+class Queries(Protocol):
+    """What the API lists, each an indexed read."""
+
+    async def executions_page(
+        self, filters: Mapping[str, str], *, limit: int, offset: int
+    ) -> Page: ...
+
+    async def blob_owned_by_another(self, blob_id: str, user_id: str) -> bool: ...
+
+    async def execution_logs(self, execution_id: str) -> ExecutionLogs | None: ...
+
+    async def blob_deltas(
+        self, blob_id: str, *, user_id: str | None, limit: int, offset: int
+    ) -> Page: ...
+
+
+class Definitions(Protocol):
+    """The registry: registering bundles, and every version of each item."""
+
+    async def register(self, documents: Sequence[SourceDocument]) -> list[ItemResult]: ...
+
+    async def versions(self, kind: Kind, item_id: str) -> list[Document]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class ApiContext:
-    store: ExecutionStore
+    store: Executions
     queries: Queries
-    definitions: DefinitionStore
+    definitions: Definitions
     catalog: Callable[[], Catalog]
     submitter: Submitter
     canceller: Canceller

@@ -17,7 +17,7 @@ from blobflow.api.responses import error_body, json_response
 from blobflow.core.catalog import Catalog
 from blobflow.core.definitions import Kind
 from blobflow.errors import ApiError, not_found
-from blobflow.messaging.registration import registration_reply
+from blobflow.runtime.registration import registration_reply
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from blobflow.api.params import choice_param, int_param, text_param
 from blobflow.api.responses import json_response, read_json_object
 from blobflow.api.views import execution_view, summary_view
 from blobflow.core.catalog import Catalog
+from blobflow.core.listings import LIST_FILTERS
 from blobflow.core.records import Execution, ExecutionStatus
 from blobflow.errors import ApiError, ServiceStopping, UnstorableError, bad_parameter, not_found
 from blobflow.runtime.submission import manual_execution
-from blobflow.store.queries import LIST_FILTERS
 
 STATUSES = frozenset(get_args(ExecutionStatus))
 EXECUTE_FIELDS = frozenset({"input", "provider_id"})

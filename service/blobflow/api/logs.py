@@ -13,9 +13,9 @@ from blobflow.api.params import choice_param, int_param, text_param
 from blobflow.api.responses import json_bytes, json_response
 from blobflow.api.views import log_lines
 from blobflow.core.jsonvalues import rfc3339
+from blobflow.core.listings import ExecutionLogs
 from blobflow.core.records import LogLevel, LogLine, log_document
 from blobflow.errors import not_found
-from blobflow.store.queries import ExecutionLogs
 
 LEVELS = frozenset(get_args(LogLevel))
 FORMATS = frozenset({"text", "json"})

@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pymongo.errors import PyMongoError
 
 from blobflow.core.jsonvalues import loads, rfc3339
-from blobflow.errors import ApiError
+from blobflow.errors import ApiError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 # Datetimes go through `_fallback`, so every timestamp has the same shape.
@@ -90,7 +89,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         message = _message(exc)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return json_response(error_body(code, message), exc.status, headers=headers)
-    except PyMongoError as exc:
+    except StoreUnavailable as exc:
         logger.warning("%s %s: MongoDB unavailable: %s", request.method, request.path, exc)
         body = error_body("unavailable", "the database is not answering; try again shortly")
         return json_response(body, 503, headers={"Retry-After": "1"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from blobflow.core.listings import SUMMARY_FIELDS
 from blobflow.core.records import Execution, LogLine, log_from_document, to_document
-from blobflow.store.queries import SUMMARY_FIELDS
 
 # Kept for the engine's own use, not part of the record of §7.
 _INTERNAL = frozenset({"vars", "deltas_published"})

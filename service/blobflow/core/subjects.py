@@ -1,4 +1,4 @@
-"""NATS subjects (§2): ids as subject tokens, and wildcard coverage between subjects.
+"""NATS names: every stream, subject and consumer blobflow uses; ids as subject tokens.
 
 An id from an event can hold anything, including `.`, `*`, `>` and whitespace, which
 would split the subject or turn it into a wildcard. Every byte of its UTF-8 encoding
@@ -9,7 +9,13 @@ maps back to exactly one id.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
+
+# Control subjects, core NATS request/reply (not streams).
+REGISTER_SUBJECT: Final = "blobflow.registry.register"
+CHANGED_SUBJECT: Final = "blobflow.registry.changed"
+CANCEL_PREFIX: Final = "blobflow.cancel"
 
 _SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-:")
 # Precomputed per byte: the hot path (one subject per delta) is a join of lookups.
@@ -79,3 +85,37 @@ def subject_covers(pattern: str, subject: str) -> bool:
         elif token != want[index]:
             return False
     return len(have) == len(want)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNames:
+    """Every stream, subject and consumer name in one place, so tests can prefix them."""
+
+    blobs: str = "BLOBS"
+    deltas: str = "DELTAS"
+    dlq: str = "BLOBFLOW_DLQ"
+    created_subject: str = "blobs.created"
+    updated_subject: str = "blobs.updated"
+    deltas_prefix: str = "deltas"
+    dlq_subject: str = "blobflow.dlq.blobs"
+    consumer: str = "blobflow"
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> StreamNames:
+        """Names no other user of the server shares: `<prefix>_BLOBS`, `<prefix>.blobs.…`."""
+        d = cls()
+        return cls(
+            blobs=f"{prefix}_{d.blobs}",
+            deltas=f"{prefix}_{d.deltas}",
+            dlq=f"{prefix}_{d.dlq}",
+            created_subject=f"{prefix}.{d.created_subject}",
+            updated_subject=f"{prefix}.{d.updated_subject}",
+            deltas_prefix=f"{prefix}.{d.deltas_prefix}",
+            dlq_subject=f"{prefix}.{d.dlq_subject}",
+            consumer=f"{prefix}_{d.consumer}",
+        )
+
+
+def cancel_subject(worker_id: str) -> str:
+    """Where the replica `worker_id` takes requests to cancel what it runs."""
+    return f"{CANCEL_PREFIX}.{encode_token(worker_id)}"

@@ -29,10 +29,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from blobflow.core.jsonvalues import compact_json, loads
 from blobflow.core.sources import KIND_FOLDERS, read_paths
-from blobflow.core.subjects import encode_token
+from blobflow.core.subjects import REGISTER_SUBJECT, StreamNames, encode_token
 from blobflow.errors import DefinitionError
-from blobflow.messaging.registration import REGISTER_SUBJECT
-from blobflow.messaging.streams import StreamNames
 
 logger = logging.getLogger(__name__)
 

@@ -17,20 +17,62 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from blobflow.errors import NatsGone
-from blobflow.messaging.streams import StreamNames
+from blobflow.core.subjects import StreamNames
+from blobflow.errors import BusUnavailable, NatsGone
 from blobflow.runtime.cancellation import raise_if_cancelling
-from blobflow.runtime.intake import Intake
 
 logger = logging.getLogger(__name__)
 PullSubscription = JetStreamContext.PullSubscription
 RETRY_DELAY_S = 1.0
+
+
+class JetStreamDelivery:
+    """A fetched message as intake handles it (`blobflow.runtime.ports.Delivery`)."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+
+    @property
+    def data(self) -> bytes:
+        return self.msg.data
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return self.msg.headers
+
+    @property
+    def stream_sequence(self) -> int | None:
+        # Only a JetStream delivery has metadata: its reply subject carries it.
+        return self.msg.metadata.sequence.stream if self.msg.reply else None
+
+    async def ack(self) -> None:
+        try:
+            await self.msg.ack_sync()
+        except (NatsError, TimeoutError) as exc:
+            raise BusUnavailable(f"ack not confirmed: {exc!r}") from exc
+
+    async def nak(self, delay_s: float | None) -> None:
+        try:
+            await self.msg.nak(delay=delay_s)
+        except (NatsError, TimeoutError) as exc:
+            raise BusUnavailable(f"nak not sent: {exc!r}") from exc
+
+
+Handler = Callable[[JetStreamDelivery], Coroutine[Any, Any, object]]
 
 
 class Consumer:
@@ -38,7 +80,7 @@ class Consumer:
         self,
         js: JetStreamContext,
         names: StreamNames,
-        intake: Intake,
+        handle: Handler,
         *,
         max_batch: int = 32,
         # Short: a graceful stop waits for the fetch in flight, and an idle
@@ -55,7 +97,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self.js = js
         self.names = names
-        self.intake = intake
+        self.handle = handle
         self.max_batch = max_batch
         self.fetch_timeout_s = fetch_timeout_s
         self.watchdog_s = watchdog_s
@@ -91,7 +133,7 @@ class Consumer:
             self.received += len(messages)
             async with asyncio.TaskGroup() as group:
                 for message in messages:
-                    group.create_task(self.intake.process(message))
+                    group.create_task(self.handle(JetStreamDelivery(message)))
             batch = min(batch * 2, self.max_batch) if len(messages) >= batch else len(messages)
 
     def stop(self) -> None:

@@ -3,8 +3,8 @@
 Publishing happens after the deltas are stored and before the execution's
 final write, which records whether it succeeded; the store is the record of
 truth, so anything not confirmed by JetStream is published again later
-(`republish`). `Nats-Msg-Id: <delta id>` lets JetStream drop the repeats that
-fall inside its duplicate window.
+(`blobflow.runtime.admission.republish`). `Nats-Msg-Id: <delta id>` lets
+JetStream drop the repeats that fall inside its duplicate window.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from nats.js import JetStreamContext
 from blobflow.core.jsonvalues import compact_json, rfc3339
 from blobflow.core.subjects import delta_subject
 from blobflow.metrics import Metrics
-from blobflow.store.executions import ExecutionStore
 
 logger = logging.getLogger(__name__)
 EVENT_FIELDS = (
@@ -85,14 +84,3 @@ class DeltaPublisher:
             timeout=self.timeout_s,
             headers={"Nats-Msg-Id": str(delta["_id"])},
         )
-
-
-async def republish(store: ExecutionStore, publisher: DeltaPublisher, limit: int = 100) -> int:
-    """Publish the deltas of completed executions not yet confirmed; how many executions."""
-    done = 0
-    for execution in await store.unpublished(limit):
-        if not await publisher.publish(await store.deltas_of(execution.id)):
-            break  # NATS is still unavailable; the next round tries again
-        await store.mark_published(execution.id)
-        done += 1
-    return done

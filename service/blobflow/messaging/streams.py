@@ -10,7 +10,6 @@ it, otherwise `StreamSetupError` tells the operator what to do.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Final
 
 from nats.js import JetStreamContext
@@ -26,7 +25,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
-from blobflow.core.subjects import subject_covers
+from blobflow.core.subjects import StreamNames, subject_covers
 from blobflow.errors import StreamSetupError
 
 logger = logging.getLogger(__name__)
@@ -41,35 +40,6 @@ _STREAM_SETTINGS: Final = (
 )
 # Consumer fields the server cannot change in place, with the value blobflow needs.
 _FIXED: Final = {"deliver_policy": DeliverPolicy.ALL.value, "ack_policy": AckPolicy.EXPLICIT.value}
-
-
-@dataclass(frozen=True, slots=True)
-class StreamNames:
-    """Every stream, subject and consumer name in one place, so tests can prefix them."""
-
-    blobs: str = "BLOBS"
-    deltas: str = "DELTAS"
-    dlq: str = "BLOBFLOW_DLQ"
-    created_subject: str = "blobs.created"
-    updated_subject: str = "blobs.updated"
-    deltas_prefix: str = "deltas"
-    dlq_subject: str = "blobflow.dlq.blobs"
-    consumer: str = "blobflow"
-
-    @classmethod
-    def prefixed(cls, prefix: str) -> StreamNames:
-        """Names no other user of the server shares: `<prefix>_BLOBS`, `<prefix>.blobs.…`."""
-        d = cls()
-        return cls(
-            blobs=f"{prefix}_{d.blobs}",
-            deltas=f"{prefix}_{d.deltas}",
-            dlq=f"{prefix}_{d.dlq}",
-            created_subject=f"{prefix}.{d.created_subject}",
-            updated_subject=f"{prefix}.{d.updated_subject}",
-            deltas_prefix=f"{prefix}.{d.deltas_prefix}",
-            dlq_subject=f"{prefix}.{d.dlq_subject}",
-            consumer=f"{prefix}_{d.consumer}",
-        )
 
 
 def stream_configs(

@@ -23,17 +23,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from nats.errors import Error as NatsError
-from pymongo.errors import BulkWriteError, PyMongoError
-
 from blobflow.core.records import Execution
-from blobflow.errors import UnstorableError
-from blobflow.messaging.publisher import DeltaPublisher, republish
+from blobflow.errors import BusUnavailable, StoreUnavailable, UnstorableError, WriteRejected
+from blobflow.group_commit import GroupCommit
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import raise_if_cancelling
 from blobflow.runtime.dispatcher import Dispatcher
-from blobflow.store.executions import ExecutionStore
-from blobflow.store.group_commit import GroupCommit
+from blobflow.runtime.ports import DeltaPublisher, ExecutionStore
 
 logger = logging.getLogger(__name__)
 PARKED_PER_SLOT = 16
@@ -94,7 +90,7 @@ class Admission:
         """Each group's count of new executions; an unstorable one fails its group alone."""
         try:
             new = await self._store({e.id: e for group in groups for e in group})
-        except (UnstorableError, BulkWriteError) as exc:
+        except (UnstorableError, WriteRejected) as exc:
             if len(groups) == 1:
                 return [exc]
             # Group by group, so only the message with the bad document fails. Its
@@ -106,7 +102,7 @@ class Admission:
     async def _alone(self, group: tuple[Execution, ...]) -> int | Exception:
         try:
             return len(await self._store({e.id: e for e in group}))
-        except (UnstorableError, BulkWriteError) as exc:
+        except (UnstorableError, WriteRejected) as exc:
             return exc
 
     async def _store(self, executions: dict[str, Execution]) -> set[str]:
@@ -176,7 +172,7 @@ class Admission:
                 taken = await self.take()
                 if taken:
                     logger.debug("claimed %d executions nobody held", taken)
-            except (PyMongoError, TimeoutError) as exc:
+            except (StoreUnavailable, TimeoutError) as exc:
                 logger.warning("claiming executions failed, trying again: %s", exc)
                 self._parked = False  # not known any more; the timer looks again
             except Exception:
@@ -191,7 +187,7 @@ class Admission:
     async def _republish(self, publisher: DeltaPublisher) -> None:
         try:
             await republish(self.store, publisher)
-        except (PyMongoError, NatsError, TimeoutError) as exc:
+        except (StoreUnavailable, BusUnavailable, TimeoutError) as exc:
             logger.warning("republishing delta events failed, trying again: %s", exc)
         except Exception:
             logger.exception("republishing delta events failed unexpectedly")
@@ -201,3 +197,14 @@ class Admission:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.interval_s)
         self._wake.clear()
+
+
+async def republish(store: ExecutionStore, publisher: DeltaPublisher, limit: int = 100) -> int:
+    """Publish the deltas of completed executions not yet confirmed; how many executions."""
+    done = 0
+    for execution in await store.unpublished(limit):
+        if not await publisher.publish(await store.deltas_of(execution.id)):
+            break  # NATS is still unavailable; the next round tries again
+        await store.mark_published(execution.id)
+        done += 1
+    return done

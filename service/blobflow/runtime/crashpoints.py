@@ -27,7 +27,8 @@ from typing import Any
 
 from blobflow.core.deltas import DeltaDraft
 from blobflow.core.records import Execution, LogLine
-from blobflow.runtime.executor import DeltaSink, Persistence
+from blobflow.runtime.executor import Persistence
+from blobflow.runtime.ports import DeltaPublisher
 
 VARIABLE = "BLOBFLOW_CRASH_AT"
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class CrashingPersistence:
 
 
 class CrashingSink:
-    def __init__(self, inner: DeltaSink, points: frozenset[str]) -> None:
+    def __init__(self, inner: DeltaPublisher, points: frozenset[str]) -> None:
         self.inner = inner
         self.points = points
 

@@ -64,6 +64,7 @@ class Dispatcher:
         at = time.monotonic() if leased_at is None else leased_at
         for execution, lease in leased:
             self._put(_Item(self._rank(execution.priority), execution, lease, at))
+        self.engine.runs.notify()  # a cancel may be waiting for one of them
 
     async def wait_for_room(self, limit: int) -> None:
         """Return once the backlog is under `limit`: backpressure for intake."""

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from blobflow.core.catalog import Catalog
 from blobflow.core.compiler import CompiledWorkflow
@@ -26,18 +26,12 @@ from blobflow.core.triggers import Binding
 from blobflow.errors import LeaseLost
 from blobflow.logs import bound
 from blobflow.metrics import Metrics
-from blobflow.runtime.cancellation import CancelToken, raise_if_cancelling
+from blobflow.runtime.cancellation import CancelToken, Runs, raise_if_cancelling
 from blobflow.runtime.crashpoints import CrashingPersistence, CrashingSink, armed
-from blobflow.runtime.executor import DeltaSink, Executor, Persistence
-from blobflow.store.executions import ExecutionStore
+from blobflow.runtime.executor import Executor, Persistence
+from blobflow.runtime.ports import DeltaPublisher, ExecutionStore, WorkflowVersions
 
 logger = logging.getLogger(__name__)
-
-
-class WorkflowVersions(Protocol):
-    async def compiled_workflow(
-        self, workflow_id: str, version: int
-    ) -> CompiledWorkflow | None: ...
 
 
 class LeasedPersistence:
@@ -97,16 +91,6 @@ def new_execution(
     )
 
 
-class _Run:
-    """One execution running in this process: how to stop it, and when it has stopped."""
-
-    __slots__ = ("done", "token")
-
-    def __init__(self) -> None:
-        self.token = CancelToken()
-        self.done = asyncio.Event()
-
-
 class Engine:
     def __init__(
         self,
@@ -114,7 +98,7 @@ class Engine:
         store: ExecutionStore,
         caller: Caller,
         worker_id: str | None = None,
-        sink: DeltaSink | None = None,
+        sink: DeltaPublisher | None = None,
         versions: WorkflowVersions | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -125,20 +109,7 @@ class Engine:
         self.store = store
         self.caller = caller
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
-        self._runs: dict[str, _Run] = {}
-
-    async def start(self, event: BlobEvent, binding: Binding) -> Execution | None:
-        """Create and run the execution of `binding` for `event`.
-
-        None when it exists already, or when another worker took it over.
-        """
-        workflow = self.catalog.workflows[binding.workflow_id]
-        version = self.catalog.version("workflow", workflow.id)
-        execution = new_execution(event, binding, workflow, version)
-        lease = await self.store.create(execution, owner=self.worker_id)
-        if lease is None:
-            return None
-        return await self._run(workflow, execution, lease)
+        self.runs = Runs()
 
     async def resume(self, execution_id: str, *, cancelled: bool = False) -> Execution | None:
         """Take over `execution_id` if it is pending or its lease expired, and run it.
@@ -160,18 +131,23 @@ class Engine:
         cancelled: bool = False,
         renewed_at: float | None = None,
     ) -> Execution | None:
-        """Run an execution this worker created leased to itself (see `store.create_many`).
+        """Run an execution leased to this worker (stored by admission, or claimed).
 
         `cancelled` runs it only to cancel it: no step starts, the status becomes cancelled.
         `renewed_at` (monotonic) is when the lease last began or was renewed: the
         heartbeat's first renewal is due a third of a lease after it.
         """
-        workflow = await self._workflow_for(execution)
-        if workflow is None:
-            return None
-        return await self._run(
-            workflow, execution, lease, cancelled=cancelled, renewed_at=renewed_at
-        )
+        cancelled = cancelled or execution.cancel_requested
+        async with self.runs.run(execution.id, cancelled=cancelled) as token:
+            workflow = await self._workflow_for(execution)
+            if workflow is None:
+                return None
+            with bound(
+                execution_id=execution.id,
+                workflow_id=execution.workflow_id,
+                event_id=execution.event_id,
+            ):
+                return await self._run(workflow, execution, lease, token, renewed_at)
 
     async def _workflow_for(self, execution: Execution) -> CompiledWorkflow | None:
         """The workflow version the execution started on: runs finish on their version."""
@@ -187,62 +163,7 @@ class Engine:
             )
         return workflow
 
-    def cancel(self, execution_id: str) -> bool:
-        """Ask a run in this process to stop; False when it does not run here."""
-        run = self._runs.get(execution_id)
-        if run is None:
-            return False
-        run.token.cancel()
-        return True
-
-    async def cancel_running(self, execution_id: str) -> bool:
-        """Stop a run in this process and wait until it has compensated and recorded it.
-
-        False when it does not run here.
-        """
-        run = self._runs.get(execution_id)
-        if run is None:
-            return False
-        run.token.cancel()
-        await run.done.wait()
-        return True
-
-    @property
-    def running(self) -> Mapping[str, CancelToken]:
-        return {execution_id: run.token for execution_id, run in self._runs.items()}
-
     async def _run(
-        self,
-        workflow: CompiledWorkflow,
-        execution: Execution,
-        lease: Lease,
-        *,
-        cancelled: bool = False,
-        renewed_at: float | None = None,
-    ) -> Execution | None:
-        with bound(
-            execution_id=execution.id,
-            workflow_id=execution.workflow_id,
-            event_id=execution.event_id,
-        ):
-            earlier = self._runs.get(execution.id)
-            if earlier is not None:
-                # This process lost the lease of an earlier run and has just claimed
-                # the execution again: that run stops at its next (fenced) write.
-                # Waiting for it keeps one run per execution, and one set of
-                # compensations.
-                await earlier.done.wait()
-            run = self._runs[execution.id] = _Run()
-            if cancelled or execution.cancel_requested:
-                run.token.cancel()
-            try:
-                return await self._run_bound(workflow, execution, lease, run.token, renewed_at)
-            finally:
-                if self._runs.get(execution.id) is run:
-                    del self._runs[execution.id]
-                run.done.set()
-
-    async def _run_bound(
         self,
         workflow: CompiledWorkflow,
         execution: Execution,

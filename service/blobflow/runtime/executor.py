@@ -9,7 +9,7 @@ the executor is tested against real servers and in-memory stand-ins alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
@@ -21,6 +21,7 @@ from blobflow.core.step_requests import Caller
 from blobflow.errors import DeltaError, ExecutionCancelled, UnstorableError
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import CancelToken
+from blobflow.runtime.ports import DeltaPublisher
 from blobflow.runtime.step_calls import call_step, compensate
 
 Ending = Literal["failed", "cancelled"]
@@ -33,10 +34,6 @@ class Persistence(Protocol):
     async def store_deltas(
         self, execution: Execution, drafts: Sequence[DeltaDraft]
     ) -> Sequence[dict[str, Any]]: ...
-
-
-class DeltaSink(Protocol):
-    async def publish(self, deltas: Sequence[Mapping[str, Any]]) -> bool: ...
 
 
 class Executor:
@@ -52,7 +49,7 @@ class Executor:
         token: CancelToken | None = None,
         input_schema: SchemaValidator | None = None,
         output_schema: SchemaValidator | None = None,
-        sink: DeltaSink | None = None,
+        sink: DeltaPublisher | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.workflow = workflow

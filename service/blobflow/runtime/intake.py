@@ -14,20 +14,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
-from pymongo.errors import PyMongoError
-
 from blobflow.core.catalog import Catalog
+from blobflow.core.dead_letters import dead_letter, dead_letter_msg_id
 from blobflow.core.events import EventError, decode_event
 from blobflow.core.records import Execution, now
+from blobflow.core.subjects import StreamNames
 from blobflow.core.triggers import EventKind
-from blobflow.errors import UnstorableError
-from blobflow.messaging.dead_letters import dead_letter, dead_letter_msg_id, publish_dead_letter
-from blobflow.messaging.streams import StreamNames
+from blobflow.errors import BusUnavailable, StoreUnavailable, UnstorableError
 from blobflow.metrics import Metrics
 from blobflow.runtime.engine import new_execution
+from blobflow.runtime.ports import DeadLetters, Delivery
 
 logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 2.0
@@ -50,14 +46,14 @@ class Intake:
     def __init__(
         self,
         *,
-        js: JetStreamContext,
+        dead_letters: DeadLetters,
         names: StreamNames,
         catalog: Callable[[], Catalog],
         admit: Admit,
         max_event_bytes: int,
         metrics: Metrics | None = None,
     ) -> None:
-        self.js = js
+        self.dead_letters = dead_letters
         self.names = names
         self.catalog = catalog
         self.admit = admit
@@ -68,7 +64,7 @@ class Intake:
             names.updated_subject: "onUpdate",
         }
 
-    async def process(self, msg: Msg) -> Outcome:
+    async def process(self, msg: Delivery) -> Outcome:
         """Handle and settle one message; one message never takes the consumer down."""
         try:
             outcome = await self.handle(msg)
@@ -77,12 +73,12 @@ class Intake:
             outcome = Outcome("nak", "unexpected error", RETRY_DELAY_S)
         try:
             await settle(msg, outcome)
-        except (NatsError, TimeoutError) as exc:
+        except BusUnavailable as exc:
             # Unsettled, the message comes back after AckWait; nothing is lost.
             logger.warning("could not settle a blob event: %s", exc)
         return outcome
 
-    async def handle(self, msg: Msg) -> Outcome:
+    async def handle(self, msg: Delivery) -> Outcome:
         self.metrics.event_received()
         try:
             event = decode_event(msg.data, msg.subject, self.max_event_bytes, self.kinds)
@@ -104,13 +100,13 @@ class Intake:
             # Valid JSON that BSON cannot hold (an integer beyond 64 bits, a NUL
             # in a key): retrying cannot help, so it is bad input.
             return await self._reject(msg, EventError("unstorable", str(exc)))
-        except PyMongoError as exc:
+        except StoreUnavailable as exc:
             logger.warning("event %s not stored, redelivering: %s", event.event_id, exc)
             return Outcome("nak", "store unavailable", RETRY_DELAY_S)
         return Outcome("ack", f"{new} new of {len(executions)} executions")
 
-    async def _reject(self, msg: Msg, error: EventError) -> Outcome:
-        sequence = msg.metadata.sequence.stream if msg.reply else None
+    async def _reject(self, msg: Delivery, error: EventError) -> Outcome:
+        sequence = msg.stream_sequence
         body = dead_letter(
             error.reason,
             error.detail,
@@ -122,8 +118,8 @@ class Intake:
         )
         msg_id = dead_letter_msg_id(self.names.blobs, sequence or 0)
         try:
-            await publish_dead_letter(self.js, self.names.dlq_subject, body, msg_id)
-        except (NatsError, TimeoutError) as exc:
+            await self.dead_letters.send(body, msg_id)
+        except BusUnavailable as exc:
             logger.warning("dead letter not confirmed, redelivering: %s", exc)
             return Outcome("nak", "dead-letter stream unavailable", RETRY_DELAY_S)
         logger.info("dead-lettered message %s: %s", sequence, error)
@@ -131,11 +127,11 @@ class Intake:
         return Outcome("ack", f"dead-lettered: {error.reason}")
 
 
-async def settle(msg: Msg, outcome: Outcome) -> None:
+async def settle(msg: Delivery, outcome: Outcome) -> None:
     """The one place a message is acknowledged or handed back."""
     if outcome.action == "ack":
         # Confirmed ack: the executions exist, and a lost ack would only
         # cause a redelivery that creates nothing new.
-        await msg.ack_sync()
+        await msg.ack()
     else:
-        await msg.nak(delay=outcome.delay_s)
+        await msg.nak(outcome.delay_s)

@@ -28,13 +28,15 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from blobflow.core.bundles import ItemResult
 from blobflow.core.catalog import Catalog, build_catalog
 from blobflow.core.compiler import CompiledWorkflow, compile_workflow
 from blobflow.core.definitions import Kind, Workflow
 from blobflow.core.records import now
 from blobflow.core.sources import SourceDocument
 from blobflow.core.validation import source_problem, validate_document
-from blobflow.errors import BlobflowError, DefinitionError, Problem
+from blobflow.errors import DefinitionError, Problem, RegistrationConflict
+from blobflow.store.translation import translate_errors
 
 Document = dict[str, Any]
 Key = tuple[Kind, str]
@@ -47,18 +49,6 @@ _SETTLE_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 @dataclass(frozen=True, slots=True)
-class ItemResult:
-    kind: Kind
-    id: str
-    version: int
-    changed: bool
-
-
-class RegistrationConflict(BlobflowError):
-    """Other registrars kept taking the same versions; trying again later will do."""
-
-
-@dataclass(frozen=True, slots=True)
 class _Latest:
     """The latest committed version of one registered item."""
 
@@ -67,6 +57,7 @@ class _Latest:
     source: SourceDocument
 
 
+@translate_errors
 class DefinitionStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.definitions = db["definitions"]

@@ -16,10 +16,11 @@ from typing import Any
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from blobflow.core.deltas import DeltaDraft
 from blobflow.core.leases import Claimed, Lease
+from blobflow.core.listings import LIST_FILTERS
 from blobflow.core.records import (
     Execution,
     LogLine,
@@ -34,7 +35,7 @@ from blobflow.errors import UnstorableError
 from blobflow.store.claims import Claims
 from blobflow.store.delta_history import DeltaHistory
 from blobflow.store.fencing import NOW_MS, FencedWrites, fence
-from blobflow.store.queries import LIST_FILTERS
+from blobflow.store.translation import translate_errors
 
 Document = dict[str, Any]
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ _LISTINGS: dict[str, list[tuple[str, int]]] = {
 }
 
 
+@translate_errors
 class ExecutionStore:
     def __init__(
         self, db: AsyncDatabase[Document], *, lease_ms: int = 15_000, max_logs: int = 5_000
@@ -102,22 +104,6 @@ class ExecutionStore:
             except OperationFailure as exc:
                 if exc.code != INDEX_NOT_FOUND:
                     raise  # else another replica starting at once dropped it first
-
-    async def create(self, execution: Execution, owner: str | None = None) -> Lease | None:
-        """Insert a new execution, owned by `owner` when given; None when it exists already."""
-        document = to_document(execution)
-        document["logs"] = []
-        lease = None
-        if owner is not None:
-            lease = Lease(execution.id, owner, 1)
-            # The worker's clock, once: every later write renews on the server's.
-            expires_ms = int(now().timestamp() * 1000) + self.lease_ms
-            document["lease"] = {"owner": owner, "epoch": 1, "expires_ms": expires_ms}
-        try:
-            await self.executions.insert_one(document)
-        except DuplicateKeyError:
-            return None
-        return lease
 
     async def create_many(self, executions: Sequence[Execution], owner: str) -> list[Lease]:
         """Insert executions leased to `owner`, in one round trip; skip those that exist.

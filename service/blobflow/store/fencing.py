@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError
 
 from blobflow.core.leases import Lease
 from blobflow.errors import LeaseLost, UnstorableError
-from blobflow.store.group_commit import GroupCommit
+from blobflow.group_commit import GroupCommit
 
 Document = dict[str, Any]
 NOW_MS: Document = {"$toLong": "$$NOW"}

@@ -8,33 +8,16 @@ are declared by `ExecutionStore.ensure_indexes`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from blobflow.core.listings import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
+from blobflow.store.translation import translate_errors
+
 Document = dict[str, Any]
-LIST_FILTERS = ("workflow_id", "status", "user_id", "provider_id", "blob_id")
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
-# A listing shows the summary; the record route shows the rest.
-SUMMARY_FIELDS = (
-    "event_id",
-    "provider_id",
-    "workflow_id",
-    "workflow_version",
-    "blob_id",
-    "user_id",
-    "priority",
-    "status",
-    "cancel_requested",
-    "error",
-    "progress",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cancelled_at",
-)
 
 
 # Most selective first: with several filters, the listing walks the index of
@@ -52,19 +35,7 @@ def listing_index(query: Mapping[str, Any]) -> str:
     return "list_all"
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Document]
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionLogs:
-    workflow_id: str
-    user_id: str
-    lines: list[Document]
-
-
+@translate_errors
 class Queries:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.executions = db["executions"]
