@@ -12,13 +12,12 @@ from blobflow.core.events import (
     MAX_ID_CHARS,
     SUBJECT_KINDS,
     BlobEvent,
-    EventError,
     check_event,
     decode_event,
 )
 from blobflow.core.jsonvalues import kind as json_kind
 from blobflow.core.triggers import EventKind
-from blobflow.errors import BlobflowError
+from blobflow.errors import BlobflowError, EventError
 
 IDS: dict[str, Any] = {"event_id": "e-1", "blob_id": "b-1", "user_id": "u-1"}
 CREATED = "blobs.created"

@@ -11,11 +11,10 @@ from blobflow.core.yamlsafe import (
     MAX_DEPTH,
     MAX_NODES,
     LoadedDocument,
-    YamlLoadError,
     load_yaml,
     nearest_line,
 )
-from blobflow.errors import PathPart
+from blobflow.errors import PathPart, YamlLoadError
 
 # Line numbers are on the left margin of the comment at the end of each line.
 WORKFLOW = """\

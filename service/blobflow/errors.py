@@ -51,6 +51,24 @@ class DefinitionError(BlobflowError, ValueError):
         super().__init__("\n".join(str(p) for p in self.problems) or "invalid definition")
 
 
+class YamlLoadError(BlobflowError, ValueError):
+    """A document that cannot be loaded; `line` is 1-based where known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        self.message = message
+        self.line = line
+        super().__init__(message if line is None else f"line {line}: {message}")
+
+
+class EventError(BlobflowError, ValueError):
+    """A blob event that cannot be processed; `reason` is a stable code (the dead letter's)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
 class ExpressionError(BlobflowError, ValueError):
     """An expression that cannot be parsed; `position` is a 0-based offset into `text`."""
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from blobflow.core.catalog import Catalog, build_catalog
-from blobflow.core.events import EventError, check_event
+from blobflow.core.events import check_event
 from blobflow.core.sources import read_paths
-from blobflow.errors import ConfigError, DefinitionError
+from blobflow.errors import ConfigError, DefinitionError, EventError
 
 if TYPE_CHECKING:
     from blobflow.config import Settings

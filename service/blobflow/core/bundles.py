@@ -16,8 +16,15 @@ from typing import Any, Final, cast
 from blobflow.core.definitions import Kind
 from blobflow.core.jsonvalues import loads
 from blobflow.core.sources import KIND_FOLDERS, SourceDocument
-from blobflow.core.yamlsafe import YamlLoadError, load_yaml
-from blobflow.errors import DefinitionError, PathPart, Problem, did_you_mean, format_path
+from blobflow.core.yamlsafe import load_yaml
+from blobflow.errors import (
+    DefinitionError,
+    PathPart,
+    Problem,
+    YamlLoadError,
+    did_you_mean,
+    format_path,
+)
 
 BUNDLE: Final = "bundle"  # the source of problems with the bundle as a whole
 # Enough to fix a bundle by; thousands more would only risk the reply exceeding

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from blobflow.core.jsonvalues import loads
 from blobflow.core.triggers import EventKind
-from blobflow.errors import BlobflowError
+from blobflow.errors import EventError
 
 MAX_EVENT_BYTES: Final = 1024 * 1024
 MAX_ID_CHARS: Final = 200
@@ -26,15 +26,6 @@ SUBJECT_KINDS: Final[Mapping[str, EventKind]] = {
     "blobs.created": "onCreate",
     "blobs.updated": "onUpdate",
 }
-
-
-class EventError(BlobflowError, ValueError):
-    """A blob event that cannot be processed; `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)

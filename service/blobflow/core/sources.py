@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from blobflow.core.definitions import Kind
-from blobflow.core.yamlsafe import MAX_BYTES, YamlLoadError, load_yaml, nearest_line
-from blobflow.errors import PathPart, Problem
+from blobflow.core.yamlsafe import MAX_BYTES, load_yaml, nearest_line
+from blobflow.errors import PathPart, Problem, YamlLoadError
 
 KIND_FOLDERS: dict[str, Kind] = {
     "schemas": "schema",

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from blobflow.errors import PathPart
+from blobflow.errors import PathPart, YamlLoadError
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -31,15 +31,6 @@ _PLAIN_TAGS = frozenset(
 _TEXT_TAGS = frozenset(("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"))
 _NUMBER_TAGS = frozenset(("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"))
 _KEY_TAGS = _PLAIN_TAGS | _TEXT_TAGS | {_MERGE_TAG}
-
-
-class YamlLoadError(ValueError):
-    """A document that cannot be loaded; `line` is 1-based where known."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        self.message = message
-        self.line = line
-        super().__init__(message if line is None else f"line {line}: {message}")
 
 
 @dataclass(slots=True)

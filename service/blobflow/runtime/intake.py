@@ -16,11 +16,11 @@ from typing import Literal, Protocol
 
 from blobflow.core.catalog import Catalog
 from blobflow.core.dead_letters import dead_letter, dead_letter_msg_id
-from blobflow.core.events import EventError, decode_event
+from blobflow.core.events import decode_event
 from blobflow.core.records import Execution, now
 from blobflow.core.subjects import StreamNames
 from blobflow.core.triggers import EventKind
-from blobflow.errors import BusUnavailable, StoreUnavailable, UnstorableError
+from blobflow.errors import BusUnavailable, EventError, StoreUnavailable, UnstorableError
 from blobflow.metrics import Metrics
 from blobflow.runtime.engine import new_execution
 from blobflow.runtime.ports import DeadLetters, Delivery
