@@ -12,7 +12,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from blobflow.app import Service, start
-from blobflow.config import load_settings
+from blobflow.config import Settings, load_settings
 from blobflow.core.subjects import StreamNames
 from tests.servers import Downstream, MongoDeployment, NatsServer
 from tests.support import ROOT
@@ -70,34 +70,45 @@ class Api:
         return await self.call("POST", path, **kwargs)
 
 
-@asynccontextmanager
-async def running_api(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    database: str,
-    prefix: str,
-    downstream: Downstream,
-    **env: str,
-) -> AsyncIterator[Api]:
-    settings = load_settings(
-        {
-            "BLOBFLOW_NATS_URL": nats_server.url,
-            "BLOBFLOW_MONGODB_URL": mongodb.url,
-            "BLOBFLOW_MONGODB_DATABASE": database,
-            "BLOBFLOW_DEFINITIONS": str(ROOT),
-            "BLOBFLOW_HTTP_PORT": "0",
-            "BLOBFLOW_SERVICE_STUDIO_URL": downstream.url,
-            "BLOBFLOW_SERVICE_CORE_URL": downstream.url,
-            "BLOBFLOW_LEASE_MS": "2000",
-            "BLOBFLOW_API_TOKENS": TOKENS,
-            "BLOBFLOW_RATE_LIMIT": "1000",
-            "BLOBFLOW_RATE_BURST": "1000",
-            **{f"BLOBFLOW_{key.upper()}": value for key, value in env.items()},
-        }
-    )
-    names = StreamNames.prefixed(prefix)
-    async with (
-        start(settings, asyncio.Event(), names) as service,
-        aiohttp.ClientSession() as http,
-    ):
-        yield Api(service, names, http)
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """One test's servers and stream names: what `serve` starts the service on."""
+
+    nats: NatsServer
+    mongodb: MongoDeployment
+    database: str
+    prefix: str
+    downstream: Downstream
+
+    @property
+    def names(self) -> StreamNames:
+        return StreamNames.prefixed(self.prefix)
+
+    def settings(self, **env: str) -> Settings:
+        """What `blobflow serve` would read from this environment (`env` overrides it:
+        `max_concurrency="1"` sets `BLOBFLOW_MAX_CONCURRENCY`)."""
+        return load_settings(
+            {
+                "BLOBFLOW_NATS_URL": self.nats.url,
+                "BLOBFLOW_MONGODB_URL": self.mongodb.url,
+                "BLOBFLOW_MONGODB_DATABASE": self.database,
+                "BLOBFLOW_DEFINITIONS": str(ROOT),
+                "BLOBFLOW_HTTP_PORT": "0",
+                "BLOBFLOW_SERVICE_STUDIO_URL": self.downstream.url,
+                "BLOBFLOW_SERVICE_CORE_URL": self.downstream.url,
+                "BLOBFLOW_LEASE_MS": "2000",
+                "BLOBFLOW_API_TOKENS": TOKENS,
+                "BLOBFLOW_RATE_LIMIT": "1000",
+                "BLOBFLOW_RATE_BURST": "1000",
+                **{f"BLOBFLOW_{key.upper()}": value for key, value in env.items()},
+            }
+        )
+
+    @asynccontextmanager
+    async def serve(self, **env: str) -> AsyncIterator[Api]:
+        """The service started as `blobflow serve` starts it (`blobflow.app.start`)."""
+        async with (
+            start(self.settings(**env), asyncio.Event(), self.names) as service,
+            aiohttp.ClientSession() as http,
+        ):
+            yield Api(service, self.names, http)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
 
-    from tests.api_support import Api
+    from tests.api_support import Api, Servers
     from tests.servers import Downstream, MongoDeployment, NatsServer
 
 
@@ -138,18 +138,24 @@ async def downstream() -> AsyncIterator[Downstream]:
         yield server
 
 
-@pytest_asyncio.fixture
-async def api(
+@pytest.fixture
+def servers(
     nats_server: NatsServer,
     mongodb: MongoDeployment,
     mongo_db_name: str,
     stream_prefix: str,
     downstream: Downstream,
-) -> AsyncIterator[Api]:
-    """The whole service with tokens for root (admin), alice and bob; see tests/api_support.py."""
-    from tests.api_support import running_api
+) -> Servers:
+    """This test's servers, database and stream names: `servers.serve()` starts the service."""
+    from tests.api_support import Servers
 
-    async with running_api(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as api:
+    return Servers(nats_server, mongodb, mongo_db_name, stream_prefix, downstream)
+
+
+@pytest_asyncio.fixture
+async def api(servers: Servers) -> AsyncIterator[Api]:
+    """The whole service with tokens for root (admin), alice and bob; see tests/api_support.py."""
+    async with servers.serve() as api:
         yield api
 
 

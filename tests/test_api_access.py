@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_support import ADMIN, ALICE, Api, running_api
-from tests.servers import Downstream, MongoDeployment, NatsServer
+from tests.api_support import ADMIN, ALICE, Api, Servers
 
 V1_ROUTES = [
     ("GET", "/v1/executions"),
@@ -98,33 +97,18 @@ async def test_an_oversized_body_is_413(api: Api) -> None:
 
 @pytest.mark.asyncio
 async def test_without_tokens_the_api_is_open(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    stream_prefix: str,
-    downstream: Downstream,
+    servers: Servers,
 ) -> None:
-    async with running_api(
-        nats_server, mongodb, mongo_db_name, stream_prefix, downstream, api_tokens=""
-    ) as api:
+    async with servers.serve(api_tokens="") as api:
         assert (await api.get("/v1/executions", token=None)).status == 200
         assert (await api.post("/v1/registry", token=None, json={})).status == 200
 
 
 @pytest.mark.asyncio
 async def test_each_client_has_its_own_bucket_and_429_says_when_to_retry(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    stream_prefix: str,
-    downstream: Downstream,
+    servers: Servers,
 ) -> None:
-    async with running_api(
-        nats_server,
-        mongodb,
-        mongo_db_name,
-        stream_prefix,
-        downstream,
+    async with servers.serve(
         rate_limit="0.5",
         rate_burst="3",
     ) as api:

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from blobflow.api.app import openapi_document
 from blobflow.core.deltas import DeltaDraft
 from blobflow.core.records import Decision, Execution, LogLine, StepRecord, log_document
-from tests.api_support import ADMIN, Api, running_api
+from tests.api_support import ADMIN, Api, Servers
 from tests.servers import Downstream, MongoDeployment, NatsServer, unique_name
 
 CHECKS = [
@@ -77,9 +77,9 @@ class LiveService:
         self._stop = asyncio.Event()
         async with (
             Downstream() as downstream,
-            running_api(
+            Servers(
                 self.nats_server, self.mongodb, self.database, self.prefix, downstream
-            ) as api,
+            ).serve() as api,
         ):
             await seed(api)
             self.url = api.url

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -14,14 +12,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pymongo.asynchronous.database import AsyncDatabase
 
-from blobflow.app import Service, run
-from blobflow.config import load_settings
-from blobflow.core.subjects import StreamNames
+from blobflow.app import run
 from blobflow.messaging import connection
 from blobflow.messaging.client import BlobflowClient
-from tests.api_support import running_api
-from tests.servers import Downstream, MongoDeployment, NatsServer
-from tests.support import ROOT, eventually, script_studio
+from tests.api_support import Servers
+from tests.support import eventually, script_studio
 
 Db = AsyncDatabase[dict[str, Any]]
 CHAPTER = {
@@ -31,18 +26,6 @@ CHAPTER = {
     "metadata": {"type": "chapter"},
     "content": "It rained.",
 }
-
-
-@asynccontextmanager
-async def _service(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    database: str,
-    prefix: str,
-    downstream: Downstream,
-) -> AsyncIterator[tuple[Service, StreamNames]]:
-    async with running_api(nats_server, mongodb, database, prefix, downstream) as api:
-        yield api.service, api.names
 
 
 async def _collect(nats_client: NatsClient, subject: str, count: int) -> list[Msg]:
@@ -64,19 +47,14 @@ async def _collect(nats_client: NatsClient, subject: str, count: int) -> list[Ms
 
 @pytest.mark.asyncio
 async def test_an_event_flows_to_stored_and_published_deltas(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
+    servers: Servers,
     mongo_db: Db,
-    stream_prefix: str,
-    downstream: Downstream,
     nats_client: NatsClient,
 ) -> None:
-    script_studio(downstream)
-    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
-        service,
-        names,
-    ):
+    script_studio(servers.downstream)
+    names = servers.names
+    async with servers.serve() as api:
+        service = api.service
         collecting = asyncio.ensure_future(_collect(nats_client, f"{names.deltas_prefix}.>", 6))
         await asyncio.sleep(0.05)  # the subscription is in place
         js = nats_client.jetstream()
@@ -112,23 +90,19 @@ async def test_an_event_flows_to_stored_and_published_deltas(
 
 @pytest.mark.asyncio
 async def test_a_restart_in_the_middle_of_a_backlog_loses_and_duplicates_nothing(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
+    servers: Servers,
     mongo_db: Db,
-    stream_prefix: str,
-    downstream: Downstream,
     nats_client: NatsClient,
 ) -> None:
-    script_studio(downstream)
-    names = StreamNames.prefixed(stream_prefix)
+    script_studio(servers.downstream)
+    names = servers.names
     js = nats_client.jetstream()
     events = 200
 
     async def completed() -> int:
         return await mongo_db["executions"].count_documents({"status": "completed"})
 
-    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream):
+    async with servers.serve():
         for index in range(events):
             event = {"event_id": f"evt-{index}", "blob_id": f"blob-{index % 20}", "user_id": "u"}
             await js.publish(names.created_subject, orjson.dumps(event))
@@ -140,7 +114,7 @@ async def test_a_restart_in_the_middle_of_a_backlog_loses_and_duplicates_nothing
     stopped_at = await completed()
     assert stopped_at < events, "the backlog was finished before the stop"
 
-    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream):
+    async with servers.serve():
 
         async def all_done() -> bool:
             return await completed() == events
@@ -163,16 +137,12 @@ async def test_a_restart_in_the_middle_of_a_backlog_loses_and_duplicates_nothing
 
 @pytest.mark.asyncio
 async def test_a_bundle_registered_over_nats_changes_what_the_next_event_triggers(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
+    servers: Servers,
     mongo_db: Db,
-    stream_prefix: str,
-    downstream: Downstream,
     nats_client: NatsClient,
 ) -> None:
-    script_studio(downstream)
-    client = BlobflowClient(nats_client, names=StreamNames.prefixed(stream_prefix))
+    script_studio(servers.downstream)
+    client = BlobflowClient(nats_client, names=servers.names)
     condition = {"field": "metadata.type", "operator": "eq", "value": "poem"}
     binding: dict[str, Any] = {
         "workflow_id": "blob_processing_workflow",
@@ -181,10 +151,8 @@ async def test_a_bundle_registered_over_nats_changes_what_the_next_event_trigger
     }
     poems = {"provider": {"id": "poet", "name": "Poet"}, "workflows": [binding]}
     broken = {**poems, "workflows": [{**binding, "workflow_id": "no_such_workflow"}]}
-    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
-        service,
-        _,
-    ):
+    async with servers.serve() as api:
+        service = api.service
         refused = await client.register({"providers": [broken]})
         assert refused["ok"] is False
         assert refused["errors"][0]["path"] == "workflows[0].workflow_id"
@@ -212,21 +180,15 @@ async def test_a_bundle_registered_over_nats_changes_what_the_next_event_trigger
 
 @pytest.mark.asyncio
 async def test_intake_resumes_after_nats_server_restarts(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
+    servers: Servers,
     mongo_db: Db,
-    stream_prefix: str,
-    downstream: Downstream,
     nats_client: NatsClient,
 ) -> None:
-    script_studio(downstream)
-    names = StreamNames.prefixed(stream_prefix)
-    async with _service(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as (
-        service,
-        _,
-    ):
-        nats_server.restart()  # same port and store: streams and consumer survive
+    script_studio(servers.downstream)
+    names = servers.names
+    async with servers.serve() as api:
+        service = api.service
+        servers.nats.restart()  # same port and store: streams and consumer survive
         client = BlobflowClient(nats_client, names=names)
 
         async def published() -> bool:
@@ -247,30 +209,15 @@ async def test_intake_resumes_after_nats_server_restarts(
 
 @pytest.mark.asyncio
 async def test_the_service_exits_non_zero_when_nats_is_gone_for_good(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    stream_prefix: str,
-    downstream: Downstream,
+    servers: Servers,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(connection, "RECONNECT_ATTEMPTS", 2)
-    settings = load_settings(
-        {
-            "BLOBFLOW_NATS_URL": nats_server.url,
-            "BLOBFLOW_MONGODB_URL": mongodb.url,
-            "BLOBFLOW_MONGODB_DATABASE": mongo_db_name,
-            "BLOBFLOW_DEFINITIONS": str(ROOT),
-            "BLOBFLOW_HTTP_PORT": "0",
-        }
-    )
-    running = asyncio.ensure_future(
-        run(settings, asyncio.Event(), StreamNames.prefixed(stream_prefix))
-    )
+    running = asyncio.ensure_future(run(servers.settings(), asyncio.Event(), servers.names))
     await asyncio.sleep(1.0)  # started
     assert not running.done()
-    nats_server.stop()
+    servers.nats.stop()
     try:
         assert await asyncio.wait_for(running, timeout=30) == 1
     finally:
-        nats_server.start()
+        servers.nats.start()

@@ -12,8 +12,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.records import Execution, StepRecord, now
 from blobflow.runtime.engine import new_execution
-from tests.api_support import ALICE, BOB, Api, running_api
-from tests.servers import Downstream, MongoDeployment, NatsServer, Reply
+from tests.api_support import ALICE, BOB, Api, Servers
+from tests.servers import Downstream, Reply
 from tests.support import binding_of, blob_event, catalog_with, engine_for, eventually, step
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -94,45 +94,35 @@ async def test_cancel_aborts_the_hanging_call_and_compensates(
 @pytest.mark.asyncio
 async def test_cancel_reaches_the_replica_that_runs_it(
     api: Api,
-    downstream: Downstream,
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    stream_prefix: str,
+    servers: Servers,
 ) -> None:
-    script(downstream)
+    script(servers.downstream)
     await register(api)
-    async with running_api(nats_server, mongodb, mongo_db_name, stream_prefix, downstream) as other:
+    async with servers.serve() as other:
         await other.service.reload()
-        execution_id = await start_hanging(api, downstream)
+        execution_id = await start_hanging(api, servers.downstream)
         assert execution_id in api.service.engine.runs
         reply = await other.post(f"/v1/executions/{execution_id}/cancel")
         assert reply.status == 200, reply.text
         assert_cancelled_after_first(reply.body)
-        assert len(downstream.calls("POST", "/undo/first")) == 1
+        assert len(servers.downstream.calls("POST", "/undo/first")) == 1
 
 
 @pytest.mark.asyncio
 async def test_a_queued_execution_is_cancelled_before_it_starts(
-    nats_server: NatsServer,
-    mongodb: MongoDeployment,
-    mongo_db_name: str,
-    stream_prefix: str,
-    downstream: Downstream,
+    servers: Servers,
 ) -> None:
-    script(downstream)
-    async with running_api(
-        nats_server, mongodb, mongo_db_name, stream_prefix, downstream, max_concurrency="1"
-    ) as api:
+    script(servers.downstream)
+    async with servers.serve(max_concurrency="1") as api:
         await register(api)
-        running = await start_hanging(api, downstream)
+        running = await start_hanging(api, servers.downstream)
         queued = (await api.post("/v1/workflows/hanging/execute", json=RUN)).body["execution_id"]
         reply = await api.post(f"/v1/executions/{queued}/cancel")
         assert reply.status == 200, reply.text
         assert reply.body["status"] == "cancelled"
         assert reply.body["started_at"] is None
         assert {s["status"] for s in reply.body["steps"]} == {"cancelled"}
-        assert len(downstream.calls("POST", "/first")) == 1  # the running one's only
+        assert len(servers.downstream.calls("POST", "/first")) == 1  # the running one's only
         assert (await api.post(f"/v1/executions/{running}/cancel")).status == 200
 
 
