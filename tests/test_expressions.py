@@ -7,15 +7,14 @@ from typing import Any
 
 import pytest
 
+from blobflow.core.conditions import Condition, parse_condition
 from blobflow.core.expressions import (
-    Condition,
     ListValue,
     Literal,
     MapValue,
     Reference,
     Template,
     compile_value,
-    parse_condition,
     parse_reference,
 )
 from blobflow.errors import ExpressionError, PathPart

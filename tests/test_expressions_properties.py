@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blobflow.core.expressions import Literal, compile_value, parse_condition, parse_reference
+from blobflow.core.conditions import parse_condition
+from blobflow.core.expressions import Literal, compile_value, parse_reference
 from blobflow.core.jsonvalues import strict_equal
 from blobflow.errors import ExpressionError
 

@@ -12,16 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from blobflow.core.conditions import Condition, parse_condition
 from blobflow.core.definitions import Step, Workflow
-from blobflow.core.expressions import (
-    Condition,
-    ListValue,
-    MapValue,
-    Reference,
-    Value,
-    compile_value,
-    parse_condition,
-)
+from blobflow.core.expressions import ListValue, MapValue, Reference, Value, compile_value
 from blobflow.errors import ExpressionError, PathPart, did_you_mean
 
 Report = Callable[[tuple[PathPart, ...], str], None]
