@@ -136,8 +136,7 @@ async def test_compensations_run_in_reverse_order_and_a_failing_one_does_not_sto
 ):
     caller = ScriptedCaller()
     for name in ("a", "b", "c"):
-        # Each step takes 2 ms, as over HTTP: completion times one millisecond apart
-        # or less do not order compensations (see the xfail test below).
+        # Each step takes 2 ms, as over HTTP, so each completes at its own time.
         caller.script("POST", f"/{name}", [Reply(200, json={"ok": True}, delay_s=0.002)])
     caller.script("POST", "/d", [Reply(422)])
     caller.script("POST", "/undo/a", [OK])
@@ -161,11 +160,6 @@ async def test_compensations_run_in_reverse_order_and_a_failing_one_does_not_sto
     assert request.headers["Idempotency-Key"] == f"{execution.id}:a:compensation"
 
 
-@pytest.mark.xfail(
-    reason="compensate() orders by completed_at, which has millisecond resolution: steps "
-    "that completed within the same millisecond are compensated in workflow order",
-    strict=True,
-)
 @pytest.mark.asyncio
 async def test_steps_completed_within_one_millisecond_are_compensated_in_reverse_order() -> None:
     caller = ScriptedCaller()

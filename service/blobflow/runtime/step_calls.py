@@ -129,13 +129,15 @@ async def compensate(run: Run, workflow: CompiledWorkflow, context: Mapping[str,
     """
     done = {s.id for s in run.execution.steps if s.kind == "compensation"}
     completed = [
-        (run.execution.step(step.spec.id), step)
-        for step in workflow.steps
+        (run.execution.step(step.spec.id), position, step)
+        for position, step in enumerate(workflow.steps)
         if step.spec.compensation is not None and step.compensation_input is not None
     ]
-    completed = [(r, s) for r, s in completed if r.status == "completed" and r.id not in done]
-    completed.sort(key=lambda pair: pair[0].completed_at or now(), reverse=True)
-    for _, step in completed:
+    completed = [c for c in completed if c[0].status == "completed" and c[0].id not in done]
+    # Times have millisecond resolution; steps run one after another, so among steps
+    # that completed within one millisecond the later in the workflow completed last.
+    completed.sort(key=lambda c: (c[0].completed_at or now(), c[1]), reverse=True)
+    for _, _, step in completed:
         if step.spec.compensation is not None and step.compensation_input is not None:
             entry = await _compensate_one(
                 run, step, step.spec.compensation, step.compensation_input, context
