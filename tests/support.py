@@ -13,12 +13,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.catalog import Catalog, build_catalog
 from blobflow.core.events import BlobEvent, check_event
-from blobflow.core.records import Execution
+from blobflow.core.records import Execution, LogLine, log_from_document
 from blobflow.core.sources import SourceDocument, read_paths
 from blobflow.core.triggers import Binding
 from blobflow.downstream.http_caller import ServiceClients
 from blobflow.runtime.engine import Engine, new_execution
 from blobflow.store.executions import ExecutionStore
+from blobflow.store.queries import Queries
 from tests.servers import Downstream, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,12 @@ async def start(engine: Engine, event: BlobEvent, binding: Binding) -> Execution
     if not leases:
         return None
     return await engine.run_leased(execution, leases[0])
+
+
+async def stored_logs(store: ExecutionStore, execution_id: str) -> list[LogLine]:
+    """An execution's log lines as the API reads them (`Queries.execution_logs`)."""
+    found = await Queries(store.executions.database).execution_logs(execution_id)
+    return [] if found is None else [log_from_document(line) for line in found.lines]
 
 
 def store_of(engine: Engine) -> ExecutionStore:

@@ -16,7 +16,15 @@ from blobflow.errors import LeaseLost, UnstorableError
 from blobflow.runtime.engine import new_execution
 from blobflow.store.executions import ExecutionStore
 from tests.servers import MongoDeployment
-from tests.support import CommandLog, binding_of, blob_event, catalog_with, monitored_db, step
+from tests.support import (
+    CommandLog,
+    binding_of,
+    blob_event,
+    catalog_with,
+    monitored_db,
+    step,
+    stored_logs,
+)
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -51,7 +59,7 @@ def _line(text: str) -> list[LogLine]:
 
 
 async def _logs(store: ExecutionStore, execution: Execution) -> list[str]:
-    return [line.message for line in await store.logs(execution.id)]
+    return [line.message for line in await stored_logs(store, execution.id)]
 
 
 @pytest.mark.asyncio

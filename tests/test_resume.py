@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.crash_runner import STEPS
 from tests.servers import Downstream, MongoDeployment, Reply
-from tests.support import ROOT, catalog_with, engine_for, store_of
+from tests.support import ROOT, catalog_with, engine_for, store_of, stored_logs
 
 Db = AsyncDatabase[dict[str, Any]]
 LEASE_MS = 500
@@ -67,6 +67,6 @@ async def test_sigkill_during_step_three_resumes_at_step_three(
     assert len(retried) == 2
     assert retried[1].headers["Idempotency-Key"] == interrupted[0].headers["Idempotency-Key"]
     assert await mongo_db["deltas"].count_documents({}) == 1
-    logs = [line.message for line in await store_of(engine).logs(resumed.id)]
+    logs = [line.message for line in await stored_logs(store_of(engine), resumed.id)]
     assert logs[0] == "execution started"
     assert "execution resumed" in logs

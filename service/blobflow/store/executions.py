@@ -26,7 +26,6 @@ from blobflow.core.records import (
     LogLine,
     from_document,
     log_document,
-    log_from_document,
     mutable_fields,
     now,
     to_document,
@@ -210,12 +209,6 @@ class ExecutionStore:
     async def get(self, execution_id: str) -> Execution | None:
         document = await self.executions.find_one({"_id": execution_id}, {"logs": False})
         return None if document is None else from_document(document)
-
-    async def logs(self, execution_id: str) -> list[LogLine]:
-        document = await self.executions.find_one({"_id": execution_id}, {"logs": True})
-        if document is None:
-            return []
-        return [log_from_document(line) for line in document.get("logs") or ()]
 
     async def store_deltas(
         self, execution: Execution, drafts: Sequence[DeltaDraft]
