@@ -1,4 +1,4 @@
-"""`blobflow validate` and `blobflow match`, run in-process on real files."""
+"""`blobflow validate` and `blobflow match`, run in-process on real files; failure lines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ from pathlib import Path
 
 import orjson
 import pytest
+from nats.errors import NoServersError
+from pymongo.errors import ServerSelectionTimeoutError
 
+from blobflow.cli.commands import failure_line
 from blobflow.cli.main import main
+from blobflow.errors import (
+    EmbeddedServerError,
+    ServiceStopping,
+    StoreUnavailable,
+    StreamSetupError,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = Path(__file__).parent / "fixtures" / "broken"
@@ -160,3 +169,40 @@ def test_match_with_invalid_definitions_fails(
     shutil.copy(BROKEN / "providers" / "bad_operator.yaml", root / "providers")
     assert main(["match", str(EVENTS / "chapter_created.json"), "--definitions", str(root)]) == 1
     assert "unknown operator 'equals'" in capsys.readouterr().err
+
+
+def test_failure_line_names_expected_failures_in_one_line() -> None:
+    selection = ServerSelectionTimeoutError(
+        "h:1: [Errno 111] Connection refused (configured timeouts: socketTimeoutMS: 20000.0ms)"
+        ", Timeout: 10.0s, Topology Description: <TopologyDescription ...>"
+    )
+    mongodb_url = "mongodb://user:pw@h:1/db"
+    assert failure_line(selection, mongodb_url=mongodb_url) == (
+        "cannot reach MongoDB at mongodb://***@h:1/db: h:1: [Errno 111] Connection refused"
+    )
+    unavailable = StoreUnavailable("ServerSelectionTimeoutError: h:1: ...")
+    unavailable.__cause__ = selection
+    assert failure_line(unavailable, mongodb_url=mongodb_url) == (
+        failure_line(selection, mongodb_url=mongodb_url)
+    )
+    assert failure_line(NoServersError(), nats_url="nats://h:4222") == (
+        "cannot connect to NATS at nats://h:4222"
+    )
+    missing = FileNotFoundError(2, "No such file or directory", "x.json")
+    assert failure_line(missing) == "x.json: No such file or directory"
+    assert failure_line(StreamSetupError("stream BLOBS differs:\n  subjects")) == (
+        "stream BLOBS differs"
+    )
+    assert failure_line(TimeoutError()) == "timed out"
+    failed_start = EmbeddedServerError("nats-server exited with code 1; log l:\nstarting\nfatal\n")
+    assert failure_line(failed_start) == "nats-server exited with code 1; log l: fatal"
+    group = ExceptionGroup("g", [ConnectionRefusedError("refused"), OSError("down")])
+    assert failure_line(group) == "refused (and 1 more)"
+
+
+def test_failure_line_leaves_bugs_and_signals_to_the_traceback() -> None:
+    assert failure_line(KeyError("x")) is None
+    assert failure_line(ServiceStopping()) is None
+    assert failure_line(ImportError("no module")) is None
+    assert failure_line(BrokenPipeError()) is None  # main ends it quietly
+    assert failure_line(ExceptionGroup("g", [OSError("down"), KeyError("x")])) is None

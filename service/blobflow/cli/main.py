@@ -1,6 +1,9 @@
 """The `blobflow` command: parses arguments and hands off to one function per subcommand.
 
-Exit codes: 0 success, 1 the input was invalid, 2 the command was used wrongly.
+Exit codes: 0 success, 1 the input was invalid or the command failed (a server out of
+reach, a request refused), 2 the command was used wrongly (arguments, configuration, a
+missing optional package). An expected failure is one line on stderr, `blobflow
+COMMAND: ...` (invalid definitions: one line per problem); a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -25,12 +28,19 @@ if TYPE_CHECKING:
     from blobflow.config import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED = 1  # the command could not do its work
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`blobflow deltas | head`): stop quietly, as other tools do,
+        # and keep the interpreter's last flush of stdout from failing again on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     return code
 
 
@@ -174,6 +184,14 @@ def _serve(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        from blobflow.cli.commands import failure_line
+
+        failure = failure_line(exc, nats_url=settings.nats_url, mongodb_url=settings.mongodb_url)
+        if failure is None:
+            raise
+        print(f"blobflow serve: {failure}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def _serve_until_signalled(settings: Settings) -> int:

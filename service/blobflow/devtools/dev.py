@@ -35,14 +35,41 @@ class DevOptions:
     nats_url: str | None = None
     mongodb_url: str | None = None
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the embedded servers start: unless both URLs are given."""
+        return self.nats_url is None or self.mongodb_url is None
+
 
 async def run_dev(options: DevOptions, stop: asyncio.Event, out: Any) -> int:
+    """Run until `stop` is set (with `once`, until the demo is done); the exit code.
+
+    `stop` set while the service starts cancels the start, which can take minutes to
+    fail on a server that does not answer; whatever had started stops again.
+    """
+    up = asyncio.Event()
+    running = asyncio.ensure_future(_run(options, stop, up, out))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not running.done() and not up.is_set():
+            running.cancel()
+            await asyncio.wait((running,))
+            if running.cancelled():
+                return 1 if options.once else 0
+        return await running
+    finally:
+        stopping.cancel()
+        running.cancel()  # when run_dev itself is cancelled
+
+
+async def _run(options: DevOptions, stop: asyncio.Event, up: asyncio.Event, out: Any) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
     async with AsyncExitStack() as stack:
         nats_url, mongodb_url = options.nats_url, options.mongodb_url
-        if nats_url is None or mongodb_url is None:
+        if nats_url is None or mongodb_url is None:  # options.embedded, spelt out for mypy
             say(f"starting nats-server and SecantusDB under {options.data_dir}/ …")
             nats, mongo = await stack.enter_async_context(embedded_servers(options.data_dir))
             nats_url, mongodb_url = nats_url or nats.url, mongodb_url or mongo.url
@@ -50,6 +77,7 @@ async def run_dev(options: DevOptions, stop: asyncio.Event, out: Any) -> int:
         settings = _settings(os.environ, nats_url, mongodb_url, demo_url)
         gone = asyncio.Event()
         service = await stack.enter_async_context(app.start(settings, gone))
+        up.set()
         say(f"NATS {nats_url} · MongoDB {mongodb_url} · demo services {demo_url}")
         say(f"blobflow is running: API on http://{settings.http_host}:{service.http_port}")
         ok = await _demo(service, say)

