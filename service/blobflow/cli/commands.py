@@ -9,13 +9,12 @@ and keeps its traceback.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.errors import Error as NatsError
@@ -36,7 +35,6 @@ from blobflow.errors import (
     EmbeddedServerError,
     Signal,
 )
-from blobflow.messaging import connection
 from blobflow.messaging.client import BlobflowClient
 from blobflow.messaging.connection import connect_nats
 
@@ -236,30 +234,29 @@ def _with_client(command: str, work: Work, *, until_signal: bool = False) -> int
 
     async def go() -> int:
         closed = asyncio.Event()
-        with complaints:
-            nc = await _connect(settings, closed, complaints)
-            try:
-                task = asyncio.ensure_future(work(BlobflowClient(nc)))
-                waiters = [asyncio.ensure_future(closed.wait())]
-                if until_signal:
-                    waiters.append(asyncio.ensure_future(_stop_on_signals().wait()))
-                await asyncio.wait((task, *waiters), return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
-                interrupted = not task.done()
-                if interrupted:
-                    # Stopped, or NATS gone: how the work ends on the way out does not matter.
-                    task.cancel()
-                    await asyncio.wait((task,))
-                    if not task.cancelled():
-                        task.exception()
-                if closed.is_set():  # a feed ends quietly when its connection closes
-                    reason = complaints.last or "closed"
-                    return _fail(command, f"lost the connection to NATS: {reason}")
-                code: int = EXIT_OK if interrupted else await task
-                return code
-            finally:
-                await nc.close()
+        nc = await _connect(settings, closed, complaints)
+        try:
+            task = asyncio.ensure_future(work(BlobflowClient(nc)))
+            waiters = [asyncio.ensure_future(closed.wait())]
+            if until_signal:
+                waiters.append(asyncio.ensure_future(_stop_on_signals().wait()))
+            await asyncio.wait((task, *waiters), return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            interrupted = not task.done()
+            if interrupted:
+                # Stopped, or NATS gone: how the work ends on the way out does not matter.
+                task.cancel()
+                await asyncio.wait((task,))
+                if not task.cancelled():
+                    task.exception()
+            if closed.is_set():  # a feed ends quietly when its connection closes
+                reason = complaints.last or "closed"
+                return _fail(command, f"lost the connection to NATS: {reason}")
+            code: int = EXIT_OK if interrupted else await task
+            return code
+        finally:
+            await nc.close()
 
     try:
         return asyncio.run(go())
@@ -281,7 +278,7 @@ async def _connect(
     `connect_nats` keeps trying for minutes, as a service waiting for its bus should;
     a person running a command wants to know now.
     """
-    connecting = asyncio.ensure_future(connect_nats(settings, closed))
+    connecting = asyncio.ensure_future(connect_nats(settings, closed, on_error=complaints.note))
     giving_up = asyncio.ensure_future(complaints.all_failed.wait())
     try:
         await asyncio.wait(
@@ -298,36 +295,23 @@ async def _connect(
     raise ConnectionError(f"cannot connect to NATS at {mask_url(settings.nats_url)}: {reason}")
 
 
-class _NatsComplaints(logging.Filter):
-    """While entered, keeps what `connect_nats` logs out of the output: a warning per
-    failed attempt to connect, or an error from the server. The command's one line says
-    the last instead; `all_failed` is set once each server has failed once.
+class _NatsComplaints:
+    """What NATS complained of while a command ran: a failed attempt to connect, or an
+    error from the server. The command's one line says the last instead of a log line
+    each; `all_failed` is set once each server has failed once.
     """
 
     def __init__(self, servers: int) -> None:
-        super().__init__()
         self.servers = servers
         self.count = 0
         self.last: str | None = None
         self.all_failed = asyncio.Event()
 
-    def __enter__(self) -> Self:
-        connection.logger.addFilter(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        connection.logger.removeFilter(self)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            self.count += 1
-            # Logged as ("NATS: %s", exc): the error itself reads best.
-            args = record.args if isinstance(record.args, tuple) else ()
-            cause = args[0] if len(args) == 1 else None
-            self.last = str(cause) if isinstance(cause, BaseException) else record.getMessage()
-            if self.count >= self.servers:
-                self.all_failed.set()
-        return False
+    async def note(self, exc: Exception) -> None:
+        self.count += 1
+        self.last = str(exc)
+        if self.count >= self.servers:
+            self.all_failed.set()
 
 
 def _stop_on_signals() -> asyncio.Event:

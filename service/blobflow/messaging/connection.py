@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -20,14 +21,23 @@ PING_INTERVAL_S = 5
 MAX_OUTSTANDING_PINGS = 2
 
 
-async def connect_nats(settings: Settings, closed: asyncio.Event | None = None) -> NatsClient:
-    """A connected client; `closed` is set when it gives up reconnecting."""
+async def connect_nats(
+    settings: Settings,
+    closed: asyncio.Event | None = None,
+    *,
+    on_error: Callable[[Exception], Awaitable[None]] | None = None,
+) -> NatsClient:
+    """A connected client; `closed` is set when it gives up reconnecting.
+
+    Every failed attempt to connect and every error the server sends is logged as a
+    warning, or handed to `on_error` (a coroutine function) instead when given.
+    """
 
     async def on_closed() -> None:
         if closed is not None:
             closed.set()
 
-    async def on_error(exc: Exception) -> None:
+    async def log_error(exc: Exception) -> None:
         logger.warning("NATS: %s", exc)
 
     options: dict[str, Any] = {
@@ -38,7 +48,7 @@ async def connect_nats(settings: Settings, closed: asyncio.Event | None = None) 
         "ping_interval": PING_INTERVAL_S,
         "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         "closed_cb": on_closed,
-        "error_cb": on_error,
+        "error_cb": on_error or log_error,
     }
     if settings.nats_user:
         options["user"] = settings.nats_user
