@@ -313,6 +313,30 @@ async def test_dev_stops_at_once_while_it_waits_for_a_server() -> None:
 
 
 @pytest.mark.asyncio
+async def test_serve_stops_at_once_while_it_waits_for_nats() -> None:
+    env = {**os.environ, "BLOBFLOW_NATS_URL": _nowhere(), "BLOBFLOW_HTTP_PORT": "0"}
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "blobflow.cli.main", "serve"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        # The service retries NATS for two minutes, a warning per attempt.
+        first = await asyncio.wait_for(process.stderr.readline(), timeout=10)
+        assert b"NATS: " in first, first
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=5)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 0
+    assert b"Traceback" not in out + err
+
+
+@pytest.mark.asyncio
 async def test_other_commands_do_not_need_the_embedded_extra(tmp_path: Path) -> None:
     url = _nowhere()
     publish = ["publish", "created", "--blob-id", "b", "--user-id", "u"]

@@ -87,11 +87,40 @@ class Service:
 
 
 async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None = None) -> int:
-    """Run until `stop` is set; the exit code: 0 after a clean stop, 1 when NATS is gone."""
+    """Run until `stop` is set; the exit code: 0 after a clean stop, 1 when NATS is gone.
+
+    A stop while the service is still starting (waiting for NATS or MongoDB to
+    answer) cancels the start: what had started is closed, there is nothing to drain.
+    """
+    ready = asyncio.Event()
+    serving = asyncio.ensure_future(_serve(settings, stop, ready, names))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((serving, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not serving.done() and not ready.is_set():
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        logger.info("stopped while starting")
+        return 0
+    lost = await serving
+    if lost:
+        logger.error("NATS connection closed for good; exiting")
+        return 1
+    return 0
+
+
+async def _serve(
+    settings: Settings, stop: asyncio.Event, ready: asyncio.Event, names: StreamNames | None
+) -> bool:
+    """Serve until `stop` is set; True when NATS closed for good instead."""
     gone = asyncio.Event()
     lost = False
     try:
         async with start(settings, gone, names) as service:
+            ready.set()
             # The worker id names this process in execution leases and cancel subjects.
             logger.info(
                 "blobflow ready: HTTP on port %d, worker %s",
@@ -108,10 +137,7 @@ async def run(settings: Settings, stop: asyncio.Event, names: StreamNames | None
             lost = gone.is_set()
     except* NatsGone:
         lost = True
-    if lost:
-        logger.error("NATS connection closed for good; exiting")
-        return 1
-    return 0
+    return lost
 
 
 @asynccontextmanager
