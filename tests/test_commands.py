@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -54,6 +56,18 @@ async def test_dev_once_runs_the_demo_to_its_deltas(tmp_path: Path) -> None:
     )
     assert code == 0, out + err
     assert "✓ 2 executions, 7 deltas stored, 7 delta events" in out
+
+
+@pytest.mark.asyncio
+async def test_dev_takes_another_port_when_8080_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):  # taken already: all the better
+            holder.bind(("127.0.0.1", 8080))
+            holder.listen()
+        code, out, err = await _blobflow("dev", "--once", "--data", str(tmp_path / "data"))
+    assert code == 0, out + err
+    api = next(line for line in out.splitlines() if "API on http://" in line)
+    assert not api.endswith(":8080"), api
 
 
 @pytest.mark.asyncio

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
@@ -26,6 +27,7 @@ from blobflow.devtools.embedded import embedded_servers
 from blobflow.messaging.client import BlobflowClient
 
 DEMO_TIMEOUT_S = 60.0
+DEFAULT_HTTP_PORT = 8080
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +196,8 @@ def _settings(
     environ: Mapping[str, str], nats_url: str, mongodb_url: str, demo_url: str
 ) -> Settings:
     values = {
+        # The usual port unless something has it already: a dev run should not fail on it.
+        "BLOBFLOW_HTTP_PORT": str(DEFAULT_HTTP_PORT) if _bindable(DEFAULT_HTTP_PORT) else "0",
         "BLOBFLOW_MONGODB_DATABASE": "blobflow_dev",
         "BLOBFLOW_LOG_FORMAT": "text",
         "BLOBFLOW_LOG_LEVEL": "warning",
@@ -204,6 +208,15 @@ def _settings(
         "BLOBFLOW_SERVICE_CORE_URL": demo_url,
     }
     return load_settings(values)
+
+
+def _bindable(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 async def _first(*waits: Any) -> None:
