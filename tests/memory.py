@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote
 
 from blobflow.core.catalog import Catalog
-from blobflow.core.deltas import DeltaDraft
+from blobflow.core.deltas import DeltaDraft, delta_document
 from blobflow.core.jsonvalues import compact_json, loads
 from blobflow.core.leases import Claimed, Lease
 from blobflow.core.records import (
@@ -270,26 +270,6 @@ def _log_fields(line: LogLine) -> Document:
         "level": line.level,
         "step_id": line.step_id,
         "message": line.message,
-    }
-
-
-def delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Document:
-    """A stored delta, shaped as `blobflow.store.delta_history.delta_document` shapes it."""
-    return {
-        "_id": f"{execution.id}:{index}",
-        "blob_id": execution.blob_id,
-        "provider_id": execution.provider_id,
-        "workflow_id": execution.workflow_id,
-        "workflow_version": execution.workflow_version,
-        "execution_id": execution.id,
-        "event_id": execution.event_id,
-        "user_id": execution.user_id,
-        "type": draft.type,
-        "path": draft.path,
-        "new_value": draft.new_value,
-        "old_value": draft.old_value,
-        "version": 0,
-        "timestamp": now(),
     }
 
 

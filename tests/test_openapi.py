@@ -37,7 +37,7 @@ from blobflow.api.responses import errors_as_json, json_response
 from blobflow.core.bundles import ItemResult
 from blobflow.core.catalog import Catalog, build_catalog
 from blobflow.core.definitions import Kind
-from blobflow.core.deltas import DeltaDraft
+from blobflow.core.deltas import DeltaDraft, delta_document
 from blobflow.core.listings import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
 from blobflow.core.records import (
     Decision,
@@ -56,7 +56,6 @@ from blobflow.core.yamlsafe import load_yaml
 from blobflow.errors import RegistrationConflict, ServiceStopping, StoreUnavailable
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import CancelResult
-from blobflow.store.delta_history import delta_document
 
 Json = dict[str, Any]
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blobflow.core.jsonvalues import kind
+from blobflow.core.records import Execution, now
 from blobflow.errors import DeltaError
 
 MAX_DELTAS = 10_000
@@ -94,3 +95,24 @@ def _describe(value: Any) -> str:
         if found
         else type(value).__name__
     )
+
+
+def delta_document(execution: Execution, index: int, draft: DeltaDraft) -> dict[str, Any]:
+    """A delta as stored, before storage gives it its version (`version` 0 until then)."""
+    return {
+        "_id": f"{execution.id}:{index}",
+        "blob_id": execution.blob_id,
+        "provider_id": execution.provider_id,
+        "workflow_id": execution.workflow_id,
+        "workflow_version": execution.workflow_version,
+        "execution_id": execution.id,
+        "event_id": execution.event_id,
+        # Whose blob: the API shows a user only the deltas of its own executions.
+        "user_id": execution.user_id,
+        "type": draft.type,
+        "path": draft.path,
+        "new_value": draft.new_value,
+        "old_value": draft.old_value,
+        "version": 0,
+        "timestamp": now(),
+    }

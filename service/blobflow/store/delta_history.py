@@ -18,8 +18,8 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from blobflow.core.deltas import DeltaDraft
-from blobflow.core.records import Execution, now
+from blobflow.core.deltas import DeltaDraft, delta_document
+from blobflow.core.records import Execution
 from blobflow.errors import BlobflowError, UnstorableError
 
 Document = dict[str, Any]
@@ -93,23 +93,3 @@ class DeltaHistory:
     async def of(self, execution_id: str) -> list[Document]:
         cursor = self.collection.find({"execution_id": execution_id}, sort=[("version", ASCENDING)])
         return [document async for document in cursor]
-
-
-def delta_document(execution: Execution, index: int, draft: DeltaDraft) -> Document:
-    return {
-        "_id": f"{execution.id}:{index}",
-        "blob_id": execution.blob_id,
-        "provider_id": execution.provider_id,
-        "workflow_id": execution.workflow_id,
-        "workflow_version": execution.workflow_version,
-        "execution_id": execution.id,
-        "event_id": execution.event_id,
-        # Whose blob: the API shows a user only the deltas of its own executions.
-        "user_id": execution.user_id,
-        "type": draft.type,
-        "path": draft.path,
-        "new_value": draft.new_value,
-        "old_value": draft.old_value,
-        "version": 0,
-        "timestamp": now(),
-    }
