@@ -7,14 +7,16 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.servers import Downstream
+from tests.servers import Downstream, Reply
 from tests.support import (
     binding_of,
     blob_event,
+    catalog_with,
     engine_for,
     example_catalog,
     script_studio,
     start,
+    step,
 )
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -112,3 +114,39 @@ async def test_the_same_binding_of_an_event_runs_once(mongo_db: Db, downstream: 
     assert again is None
     assert await mongo_db["executions"].count_documents({}) == 1
     assert await mongo_db["deltas"].count_documents({}) == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"note": "\\ud800"}',
+        b'{"n": 1234567890123456789, "note": "\\udfff"}',
+        b'{"deep": ' + b"[" * 95 + b"]" * 95 + b"}",
+        b'{"bad\\u0000key": 1}',
+    ],
+    ids=["lone-surrogate", "lone-surrogate-and-long-digits", "nested-95", "nul-in-key"],
+)
+async def test_an_answer_the_database_cannot_hold_fails_its_step_at_once(
+    mongo_db: Db, downstream: Downstream, body: bytes
+) -> None:
+    json = {"Content-Type": "application/json"}
+    downstream.script("POST", "/a", [Reply(200, body=body, headers=json)])
+    retrying = {"max_attempts": 3, "backoff_ms": 1}
+    catalog = catalog_with([step("a", retry=retrying), step("b")])
+    async with engine_for(catalog, mongo_db, downstream) as engine:
+        execution = await start(engine, blob_event(), binding_of(catalog, "wf"))
+
+    assert execution is not None
+    assert execution.status == "failed"
+    record = execution.step("a")
+    assert record.status == "failed"
+    assert record.attempts == 1  # never retried: the same answer would come again
+    assert record.error is not None
+    assert record.error.startswith("unstorable_response: the answer cannot be stored: ")
+    assert record.output is None
+    assert len(downstream.calls("POST", "/a")) == 1
+    assert downstream.calls("POST", "/b") == []
+    stored = await mongo_db["executions"].find_one({"_id": execution.id})
+    assert stored is not None
+    assert stored["status"] == "failed"

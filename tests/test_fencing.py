@@ -111,8 +111,13 @@ async def test_a_batch_with_misses_gives_each_write_its_own_outcome_and_applies_
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "output",
+    [{"n": 2**70}, {"s": "\ud800"}, {"a\x00b": 1}],
+    ids=["integer-beyond-64-bits", "lone-surrogate", "nul-in-key"],
+)
 async def test_an_unstorable_checkpoint_fails_alone(
-    monitored: tuple[ExecutionStore, CommandLog],
+    monitored: tuple[ExecutionStore, CommandLog], output: dict[str, Any]
 ) -> None:
     store, _ = monitored
     (lead, lead_lease), (ok, ok_lease), (huge, huge_lease) = await _running(store, 3)
@@ -120,7 +125,7 @@ async def test_an_unstorable_checkpoint_fails_alone(
     outcomes = await asyncio.gather(
         store.checkpoint(lead_lease, _done(lead), _line("lead")),
         store.checkpoint(ok_lease, _done(ok), _line("ok")),
-        store.checkpoint(huge_lease, _done(huge, n=2**70), _line("huge")),
+        store.checkpoint(huge_lease, _done(huge, **output), _line("huge")),
         return_exceptions=True,
     )
 

@@ -116,6 +116,21 @@ BAD_MESSAGES: list[tuple[str, bytes, str]] = [
     ("deep-nesting", b'{"a":' * 2000 + b"1" + b"}" * 2000, "invalid_json"),
     ("bad-metadata", orjson.dumps({**CHAPTER, "metadata": [1]}), "invalid_field"),
     ("huge-integer", orjson.dumps(CHAPTER)[:-1] + b', "size": ' + b"9" * 30 + b"}", "unstorable"),
+    ("nan", orjson.dumps(CHAPTER)[:-1] + b', "x": NaN}', "invalid_json"),
+    # Valid JSON that MongoDB cannot hold: each dead-lettered as unstorable.
+    ("lone-surrogate", orjson.dumps(CHAPTER)[:-1] + b', "note": "\\ud800"}', "unstorable"),
+    (
+        "lone-surrogate-and-long-digits",
+        orjson.dumps(CHAPTER)[:-1] + b', "n": 1234567890123456789, "note": "\\udfff"}',
+        "unstorable",
+    ),
+    ("surrogate-key", orjson.dumps(CHAPTER)[:-1] + b', "\\ud800": 1}', "unstorable"),
+    ("nul-in-key", orjson.dumps({**CHAPTER, "metadata": {"a\x00b": 1}}), "unstorable"),
+    (
+        "nested-95",
+        orjson.dumps(CHAPTER)[:-1] + b', "d": ' + b"[" * 95 + b"]" * 95 + b"}",
+        "unstorable",
+    ),
 ]
 
 

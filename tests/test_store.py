@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.records import StepRecord
-from blobflow.errors import LeaseLost
+from blobflow.errors import LeaseLost, UnstorableError
 from blobflow.runtime.engine import new_execution
 from blobflow.store.executions import ExecutionStore
 from tests.servers import Downstream, MongoDeployment, Reply
@@ -203,3 +204,22 @@ async def test_a_worker_that_lost_its_lease_stops_without_compensating(
     assert document["status"] == "running"
     assert [s["status"] for s in document["steps"]] == ["completed", "pending"]
     assert downstream.calls("POST", "/undo") == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "value", [2**70, "\ud800", {"a\x00b": 1}], ids=["integer", "lone-surrogate", "nul-in-key"]
+)
+async def test_new_executions_the_database_cannot_hold_are_unstorable(
+    mongo_db: Db, value: Any
+) -> None:
+    store = ExecutionStore(mongo_db)
+    await store.ensure_indexes()
+    catalog = catalog_with([step("a")])
+    execution = new_execution(blob_event(), binding_of(catalog, "wf"), catalog.workflows["wf"])
+    bad = replace(execution, input={**execution.input, "x": value})
+    with pytest.raises(UnstorableError):
+        await store.create_many([bad], "w1")
+    with pytest.raises(UnstorableError):
+        await store.park_many([bad])
+    assert await mongo_db["executions"].count_documents({}) == 0

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from blobflow.core.jsonvalues import loads
+from blobflow.core.storable import unstorable_reason
 from blobflow.core.triggers import EventKind
 from blobflow.errors import EventError
 
@@ -78,6 +79,10 @@ def check_event(data: Any, subject_kind: EventKind | None = None) -> BlobEvent:
             raise EventError("invalid_field", detail)
     kind = _kind(data.get("event"), subject_kind)
     _check_optional(data)
+    problem = unstorable_reason(data)
+    if problem is not None:
+        # Valid JSON that the database cannot hold: retrying cannot help.
+        raise EventError("unstorable", problem)
     return BlobEvent(kind, {**data, "metadata": data.get("metadata") or {}})
 
 

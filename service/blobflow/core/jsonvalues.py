@@ -120,10 +120,24 @@ def loads(payload: bytes) -> Any:
 
     orjson turns such integers into floats (losing digits) or refuses them;
     those rare payloads go to the stdlib parser instead. A long digit run
-    inside a string only costs a slower parse.
+    inside a string only costs a slower parse. orjson also refuses a lone
+    surrogate escape (`"\\ud800"`), which is valid JSON text: the stdlib parses
+    it, so that `blobflow.core.storable` can say why such a value cannot be kept.
     """
     if _LONG_DIGITS.search(payload) is None:
-        return orjson.loads(payload)
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            if b"\\u" not in payload:
+                raise
+            try:
+                return _stdlib_loads(payload)
+            except ValueError:
+                raise exc from None
+    return _stdlib_loads(payload)
+
+
+def _stdlib_loads(payload: bytes) -> Any:
     text = payload.decode("utf-8")  # UnicodeDecodeError is a ValueError
     try:
         return json.loads(text, parse_constant=_reject_constant)

@@ -18,6 +18,7 @@ from blobflow.core.deltas import DeltaDraft, derive_deltas
 from blobflow.core.jsonschemas import SchemaValidator
 from blobflow.core.records import SETTLED_STEPS, Decision, Execution, LogLevel, LogLine, now
 from blobflow.core.step_requests import Caller
+from blobflow.core.storable import storable_text
 from blobflow.errors import DeltaError, ExecutionCancelled, UnstorableError
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import CancelToken
@@ -65,7 +66,8 @@ class Executor:
         self._logs: list[LogLine] = []
 
     def log(self, level: LogLevel, message: str, step_id: str | None = None) -> None:
-        self._logs.append(LogLine(now(), level, step_id, message))
+        # Messages quote what services and events sent, which may not be storable text.
+        self._logs.append(LogLine(now(), level, step_id, storable_text(message)))
 
     async def checkpoint(self) -> None:
         logs, self._logs = self._logs, []

@@ -27,10 +27,12 @@ from blobflow.core.step_requests import (
     build_request,
     idempotency_key,
 )
+from blobflow.core.storable import storable_text, unstorable_reason
 from blobflow.errors import HttpCallError, StepInputError
 from blobflow.runtime.cancellation import CancelToken
 
 ERROR_BODY_CHARS = 500
+UNSTORABLE_RESPONSE = "unstorable_response"
 
 
 class Run(Protocol):
@@ -94,6 +96,15 @@ async def _attempt(
     except HttpCallError as exc:
         return str(exc), exc.retryable, None, None
     if 200 <= response.status < 300:
+        problem = unstorable_reason(response.body)
+        if problem is not None:
+            # The same answer would come again: fail at once, never retry a write that cannot be.
+            return (
+                f"{UNSTORABLE_RESPONSE}: the answer cannot be stored: {problem}",
+                False,
+                None,
+                response,
+            )
         return None, False, None, response
     body = response.body if isinstance(response.body, str) else compact_json(response.body)
     error = f"HTTP {response.status}: {body[:ERROR_BODY_CHARS]}"
@@ -114,7 +125,7 @@ def _settle(
         record,
         status=status,
         output=output,
-        error=error,
+        error=None if error is None else storable_text(error),
         http_status=http,
         completed_at=now(),
         duration_ms=int((time.monotonic() - started) * 1000),

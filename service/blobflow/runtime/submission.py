@@ -14,7 +14,8 @@ from typing import Any
 
 from blobflow.core.compiler import CompiledWorkflow
 from blobflow.core.records import Execution, StepRecord
-from blobflow.errors import ServiceStopping
+from blobflow.core.storable import unstorable_reason
+from blobflow.errors import ServiceStopping, UnstorableError
 from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.intake import Admit
 
@@ -57,5 +58,8 @@ class Submitter:
         if not self.dispatcher.accepting:
             # Queued here now, it would wait out a lease nobody renews.
             raise ServiceStopping("this replica is stopping; send the run to another")
+        problem = unstorable_reason(execution.input)
+        if problem is not None:
+            raise UnstorableError(problem)
         await self.admit([execution])
         return execution

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -21,6 +20,7 @@ from pymongo.errors import BulkWriteError
 from blobflow.core.deltas import DeltaDraft, delta_document
 from blobflow.core.records import Execution
 from blobflow.errors import BlobflowError, UnstorableError
+from blobflow.store.translation import UNENCODABLE
 
 Document = dict[str, Any]
 MAX_VERSION_RETRIES = 100
@@ -59,7 +59,7 @@ class DeltaHistory:
             try:
                 await self.collection.insert_many(pending, ordered=True)
                 pending = []
-            except (OverflowError, InvalidDocument) as exc:
+            except UNENCODABLE as exc:
                 raise UnstorableError(str(exc)) from exc
             except BulkWriteError as exc:
                 pending, existed = await self._after_conflict(execution, pending, exc)

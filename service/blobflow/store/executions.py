@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
@@ -34,7 +33,7 @@ from blobflow.errors import UnstorableError
 from blobflow.store.claims import Claims
 from blobflow.store.delta_history import DeltaHistory
 from blobflow.store.fencing import NOW_MS, FencedWrites, fence
-from blobflow.store.translation import translate_errors
+from blobflow.store.translation import UNENCODABLE, translate_errors
 
 Document = dict[str, Any]
 logger = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ class ExecutionStore:
         existing: set[str] = set()
         try:
             await self.executions.insert_many(documents, ordered=False)
-        except (OverflowError, InvalidDocument) as exc:
+        except UNENCODABLE as exc:
             # Checked before anything is sent: nothing was inserted.
             raise UnstorableError(str(exc)) from exc
         except BulkWriteError as exc:

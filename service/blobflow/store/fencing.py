@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bson.errors import InvalidDocument
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
@@ -21,6 +20,7 @@ from pymongo.errors import BulkWriteError
 from blobflow.core.leases import Lease
 from blobflow.errors import LeaseLost, UnstorableError
 from blobflow.group_commit import GroupCommit
+from blobflow.store.translation import UNENCODABLE
 
 Document = dict[str, Any]
 NOW_MS: Document = {"$toLong": "$$NOW"}
@@ -67,7 +67,7 @@ class FencedWrites:
         """Set `fields` while `lease` holds, alone: one round trip, two on a miss."""
         try:
             result = await self.executions.update_one(quiet(lease), [{"$set": fields}], hint=BY_ID)
-        except (OverflowError, InvalidDocument) as exc:
+        except UNENCODABLE as exc:
             raise UnstorableError(str(exc)) from exc
         if result.matched_count == 1:
             return False
@@ -123,7 +123,7 @@ class FencedWrites:
             if exc.details.get("writeConcernErrors"):
                 raise  # applied, perhaps not durably: not a checkpoint to count on
             # Some may have landed besides the ones that failed: read back below.
-        except (OverflowError, InvalidDocument):
+        except UNENCODABLE:
             pass  # found while encoding: the writes before it may have been sent
         landed = await self._marks([write.lease.execution_id for write in writes])
         outcomes: list[bool | Exception] = []

@@ -12,13 +12,18 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from blobflow.errors import StoreUnavailable, WriteRejected
+from blobflow.errors import StoreUnavailable, UnstorableError, WriteRejected
 
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C", bound=type)
+# What encoding a document to BSON raises, before anything is sent: an integer beyond
+# 64 bits, a NUL in a key, a lone surrogate. `blobflow.core.storable` keeps such values
+# out at the entries; these are caught all the same, so one never fails a batch.
+UNENCODABLE = (OverflowError, InvalidDocument, UnicodeEncodeError)
 
 
 def translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -33,6 +38,8 @@ def translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise WriteRejected(f"the database refused writes: {_first_error(exc)}") from exc
         except PyMongoError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except UNENCODABLE as exc:
+            raise UnstorableError(str(exc)) from exc
 
     return translating
 
