@@ -7,7 +7,9 @@ inside it, in this task and the tasks it starts, without passing them around.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +20,9 @@ from typing import Any
 import orjson
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# What a line of text must not carry raw: line breaks and other control characters
+# (an event id with a newline would forge a log line), and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "log_context", default=_EMPTY
 )
@@ -43,7 +48,10 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate: ASCII JSON escapes it
+            return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
@@ -51,11 +59,21 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        saved = record.msg, record.args
+        record.msg, record.args = escaped(record.getMessage()), None
+        try:
+            text = super().format(record)
+        finally:
+            record.msg, record.args = saved
         context = _context.get()
         if context:
-            text += " " + " ".join(f"{key}={value}" for key, value in context.items())
+            text += " " + " ".join(f"{key}={escaped(str(value))}" for key, value in context.items())
         return text
+
+
+def escaped(text: str) -> str:
+    """`text` with control characters and lone surrogates written as escapes (`\\n`)."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def configure(level: str, fmt: str) -> None:
