@@ -168,7 +168,7 @@ async def start(
         store = ExecutionStore(db, lease_ms=settings.lease_ms)
         await store.ensure_indexes()
         clients = await stack.enter_async_context(ServiceClients(settings.services))
-        publisher = DeltaPublisher(js, prefix=names.deltas_prefix, metrics=metrics)
+        publisher = DeltaPublisher(js, prefix=names.deltas_prefix, metrics=metrics, nc=nc)
         engine = Engine(
             await definitions.catalog(),
             store,

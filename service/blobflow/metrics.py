@@ -81,6 +81,11 @@ class Metrics:
         self.deltas_published = Counter(
             "blobflow_deltas_published", "Delta events confirmed by JetStream", registry=r
         )
+        self.delta_values_omitted = Counter(
+            "blobflow_delta_events_values_omitted",
+            "Delta events confirmed without their values, too large for NATS with them",
+            registry=r,
+        )
         self.backlog = Gauge(
             "blobflow_backlog_executions",
             "Executions queued or running in this process",
@@ -148,6 +153,9 @@ class Metrics:
 
     def published(self, deltas: int) -> None:
         self.deltas_published.inc(deltas)
+
+    def values_omitted(self, events: int) -> None:
+        self.delta_values_omitted.inc(events)
 
     def watch_backlog(self, read: Callable[[], int]) -> None:
         self.backlog.set_function(read)
