@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_support import ADMIN, ALICE, Api, Servers
+from blobflow.core.tokens import ANONYMOUS, Principal, TokenTable, bearer_token, parse_api_tokens
+from tests.api_support import ADMIN, ALICE, TOKENS, Api, Servers
 
 V1_ROUTES = [
     ("GET", "/v1/executions"),
@@ -126,3 +127,59 @@ async def test_each_client_has_its_own_bucket_and_429_says_when_to_retry(
         # Without a valid token the client is its address: guessing is limited too.
         guesses = [await api.get("/v1/workflows", token="guess") for _ in range(4)]
         assert [r.status for r in guesses] == [401, 401, 401, 429]
+
+
+# -- who a token names: the one implementation HTTP and NATS share -----------------------
+
+TABLE = TokenTable(parse_api_tokens(TOKENS))
+
+
+@pytest.mark.parametrize(
+    ("authorization", "expected"),
+    [
+        (f"Bearer {ADMIN}", Principal("root", admin=True)),
+        (f"bearer  {ALICE} ", Principal("alice", admin=False)),
+        (f"BEARER {ALICE}", Principal("alice", admin=False)),
+        (None, None),
+        ("", None),
+        ("Bearer ", None),
+        (ADMIN, None),
+        (f"Basic {ADMIN}", None),
+        ("Bearer wrong-token", None),
+        (f"Bearer {ADMIN}x", None),
+    ],
+)
+def test_a_token_table_names_the_caller_or_nobody(
+    authorization: str | None, expected: Principal | None
+) -> None:
+    assert TABLE.principal(authorization) == expected
+    entry, key = TABLE.identify(authorization)
+    assert (entry is None) == (expected is None) == (key is None)
+    if key is not None:
+        assert len(key) == 24
+        assert ADMIN not in key
+        assert ALICE not in key
+
+
+def test_without_tokens_everyone_is_anonymous_and_admin() -> None:
+    table = TokenTable(())
+    assert not table.enabled
+    assert table.principal(None) == ANONYMOUS
+    assert table.principal("Bearer anything") == ANONYMOUS
+    assert ANONYMOUS.admin
+    assert ANONYMOUS.sees("alice")
+
+
+def test_a_user_sees_only_its_own() -> None:
+    alice = TABLE.principal(f"Bearer {ALICE}")
+    assert alice is not None
+    assert alice.sees("alice")
+    assert not alice.sees("bob")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "token"),
+    [("Bearer abc", "abc"), ("bearer   abc  ", "abc"), ("Basic abc", None), (None, None)],
+)
+def test_bearer_token_reads_the_header(authorization: str | None, token: str | None) -> None:
+    assert bearer_token(authorization) == token

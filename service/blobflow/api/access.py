@@ -2,70 +2,55 @@
 
 The client is identified before anything is refused, so wrong tokens are rate
 limited too (by address) and cannot be tried at full speed. Tokens are
-compared as SHA-256 digests with `hmac.compare_digest` against every
-configured entry, so the time taken does not depend on which entry matched or
-how much of a token was right; a token never appears in a log line.
+identified by `blobflow.core.tokens.TokenTable` (constant-time comparison of
+digests), the same as on NATS control subjects; a token never appears in a log line.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from blobflow.api.ratelimit import RateLimiter, Verdict, retry_after_header
-from blobflow.core.tokens import ApiToken
+from blobflow.core.tokens import ANONYMOUS, NOBODY, ApiToken, Principal, TokenTable, bearer_token
 from blobflow.errors import ApiError
+
+__all__ = [
+    "ANONYMOUS",
+    "EXEMPT_PATHS",
+    "NOBODY",
+    "PRINCIPAL",
+    "PROTECTED_PREFIX",
+    "VERDICT",
+    "Access",
+    "Principal",
+    "caller_token",
+    "principal",
+    "rate_headers",
+    "require_admin",
+]
 
 # Cheap and needed by probes and scrapers that hold no token.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PROTECTED_PREFIX = "/v1/"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller of a request."""
-
-    user_id: str | None
-    admin: bool
-
-    def sees(self, owner: str) -> bool:
-        return self.admin or self.user_id == owner
-
-
-# Authentication off: every caller may do everything (a warning at start says so).
-ANONYMOUS = Principal(None, admin=True)
-# Authentication on, no valid token, on a route that needs none.
-NOBODY = Principal(None, admin=False)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 VERDICT: web.RequestKey[Verdict] = web.RequestKey("rate_verdict", Verdict)
 
 
 class Access:
     def __init__(self, tokens: Sequence[ApiToken], limiter: RateLimiter) -> None:
-        self._tokens = [(_digest(t.token), t) for t in tokens]
+        self.tokens = TokenTable(tokens)
         self.limiter = limiter
 
     @property
     def enabled(self) -> bool:
-        return bool(self._tokens)
+        return self.tokens.enabled
 
     def identify(self, authorization: str | None) -> tuple[ApiToken | None, str | None]:
         """The token entry presented, and its digest (a rate-limit key that is no secret)."""
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            return None, None
-        digest = _digest(presented.strip())
-        found = None
-        for known, entry in self._tokens:
-            # No early exit: every entry is compared, whichever matches.
-            if hmac.compare_digest(known, digest):
-                found = entry
-        return found, digest.hex()[:24] if found else None
+        return self.tokens.identify(authorization)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -118,5 +103,6 @@ def require_admin(request: web.Request) -> Principal:
     return caller
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+def caller_token(request: web.Request) -> str | None:
+    """The bearer token the request presented, to pass on to another replica."""
+    return bearer_token(request.headers.get("Authorization"))
