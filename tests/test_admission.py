@@ -4,6 +4,7 @@ parked and orphaned executions are claimed in batches, highest priority first.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from blobflow.runtime.admission import Admission
 from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.engine import Engine, new_execution
 from blobflow.store.executions import ExecutionStore
+from tests.memory import memory_engine
 from tests.servers import Downstream, Reply
 from tests.support import (
     binding_of,
@@ -26,6 +28,7 @@ from tests.support import (
     step,
     store_of,
 )
+from tests.unpublished import PickyPublisher, published, unpublished
 
 Db = AsyncDatabase[dict[str, Any]]
 CATALOG = catalog_with([step("a")])
@@ -248,3 +251,30 @@ async def test_an_unstorable_event_admitted_with_others_fails_alone(
         assert counter.inserts == 1 + 1 + 2  # the batch failed: then each alone
         stored = {d["_id"] async for d in mongo_db.executions.find({})}
         assert stored == {first.id, second.id}
+
+
+@pytest.mark.asyncio
+async def test_republishing_goes_on_past_an_execution_that_cannot_be_published() -> None:
+    store, ids = await unpublished(3)
+    publisher = PickyPublisher()
+    publisher.refused = {ids[0]}  # the oldest: it used to hold up every later one
+    engine = memory_engine(CATALOG, store=store)
+    dispatcher = Dispatcher(engine, concurrency=1, lease_ms=15_000)
+    admission = Admission(
+        store, dispatcher, publisher, worker_id=engine.worker_id, capacity=2, interval_s=0.02
+    )
+    running = asyncio.ensure_future(admission.run())
+    try:
+
+        async def later_ones_published() -> bool:
+            return published(store) == {ids[1], ids[2]}
+
+        await eventually(later_ones_published, timeout_s=5, interval_s=0.01)
+        await asyncio.sleep(1)  # some 50 rounds
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    # Tried again with growing gaps, at most 8 rounds apart: not once a round.
+    assert 3 <= publisher.attempts.count(ids[0]) <= 12
+    assert published(store) == {ids[1], ids[2]}

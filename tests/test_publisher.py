@@ -13,7 +13,7 @@ from blobflow.core.subjects import StreamNames
 from blobflow.messaging.publisher import DeltaPublisher, delta_event, header_bytes
 from blobflow.messaging.streams import ensure_streams
 from blobflow.metrics import Metrics
-from blobflow.runtime.admission import republish
+from blobflow.runtime.republishing import Republisher
 from tests.servers import Downstream, Reply
 from tests.support import (
     binding_of,
@@ -91,8 +91,9 @@ async def test_deltas_stored_while_nats_was_unavailable_are_republished(
 
         await ensure_streams(js, names)
         publisher = DeltaPublisher(js, prefix=names.deltas_prefix, nc=nats_client)
-        assert await republish(engine.store, publisher) == 1
-        assert await republish(engine.store, publisher) == 0
+        republisher = Republisher(engine.store, publisher, base_s=1, cap_s=8)
+        assert await republisher.round() == 1
+        assert await republisher.round() == 0
         stored = await engine.store.get(execution.id)
 
     assert stored is not None

@@ -86,6 +86,12 @@ class Metrics:
             "Delta events confirmed without their values, too large for NATS with them",
             registry=r,
         )
+        self.deltas_unpublished = Gauge(
+            "blobflow_delta_events_unpublished_executions",
+            "Completed executions with delta events not confirmed, after the last"
+            " republishing round (up to 100 beyond those backing off)",
+            registry=r,
+        )
         self.backlog = Gauge(
             "blobflow_backlog_executions",
             "Executions queued or running in this process",
@@ -156,6 +162,9 @@ class Metrics:
 
     def values_omitted(self, events: int) -> None:
         self.delta_values_omitted.inc(events)
+
+    def unpublished(self, executions: int) -> None:
+        self.deltas_unpublished.set(executions)
 
     def watch_backlog(self, read: Callable[[], int]) -> None:
         self.backlog.set_function(read)

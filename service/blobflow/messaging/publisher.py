@@ -3,8 +3,8 @@
 Publishing happens after the deltas are stored and before the execution's
 final write, which records whether it succeeded; the store is the record of
 truth, so anything not confirmed by JetStream is published again later
-(`blobflow.runtime.admission.republish`). `Nats-Msg-Id: <delta id>` lets
-JetStream drop the repeats that fall inside its duplicate window.
+(`blobflow.runtime.republishing`). `Nats-Msg-Id: <delta id>` lets JetStream
+drop the repeats that fall inside its duplicate window.
 
 An event must fit in one NATS message: headers and body together at most the
 server's `max_payload`, or the server refuses it and closes the connection.

@@ -11,8 +11,9 @@ huge backlog does not flood MongoDB (and claims stay cheap on servers that
 sort candidates in memory).
 
 The same claims take over executions whose owner died (their lease ran out);
-and on a timer of half a lease, delta events never confirmed are sent again.
-Claiming is atomic, so every replica doing this at once is safe.
+and on a timer of half a lease, delta events never confirmed are sent again
+(`blobflow.runtime.republishing`). Claiming is atomic, so every replica doing
+this at once is safe.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from blobflow.core.records import Execution
 from blobflow.errors import BusUnavailable, StoreUnavailable, UnstorableError, WriteRejected
@@ -30,9 +32,13 @@ from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import raise_if_cancelling
 from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.ports import DeltaPublisher, ExecutionStore
+from blobflow.runtime.republishing import Republisher
 
 logger = logging.getLogger(__name__)
 PARKED_PER_SLOT = 16
+# An execution whose delta events keep failing is tried again at least this often,
+# in rounds: at half a lease, every minute by default.
+REPUBLISH_BACKOFF_ROUNDS: Final = 8
 
 
 class Admission:
@@ -65,6 +71,17 @@ class Admission:
         self.max_parked = PARKED_PER_SLOT * capacity
         self._claimed = asyncio.Event()
         self._admits = GroupCommit(self._admit_together)
+        self.republisher = (
+            None
+            if publisher is None
+            else Republisher(
+                store,
+                publisher,
+                base_s=interval_s,
+                cap_s=interval_s * REPUBLISH_BACKOFF_ROUNDS,
+                metrics=self.metrics,
+            )
+        )
 
     def overflowing(self) -> bool:
         # Stopping: what is leased here now would wait out a lease nobody renews.
@@ -178,15 +195,15 @@ class Admission:
             except Exception:
                 logger.exception("claiming executions failed unexpectedly")
                 self._parked = False
-            if self.publisher is not None and time.monotonic() >= republish_at:
+            if self.republisher is not None and time.monotonic() >= republish_at:
                 republish_at = time.monotonic() + self.interval_s
-                await self._republish(self.publisher)
+                await self._republish(self.republisher)
             if not self._parked:
                 await self._nap()
 
-    async def _republish(self, publisher: DeltaPublisher) -> None:
+    async def _republish(self, republisher: Republisher) -> None:
         try:
-            await republish(self.store, publisher)
+            await republisher.round()
         except (StoreUnavailable, BusUnavailable, TimeoutError) as exc:
             logger.warning("republishing delta events failed, trying again: %s", exc)
         except Exception:
@@ -197,14 +214,3 @@ class Admission:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.interval_s)
         self._wake.clear()
-
-
-async def republish(store: ExecutionStore, publisher: DeltaPublisher, limit: int = 100) -> int:
-    """Publish the deltas of completed executions not yet confirmed; how many executions."""
-    done = 0
-    for execution in await store.unpublished(limit):
-        if not await publisher.publish(await store.deltas_of(execution.id)):
-            break  # NATS is still unavailable; the next round tries again
-        await store.mark_published(execution.id)
-        done += 1
-    return done
