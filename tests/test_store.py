@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from blobflow.core.records import StepRecord
+from blobflow.core.records import LogLine, StepRecord, now
 from blobflow.errors import LeaseLost, UnstorableError
 from blobflow.runtime.engine import new_execution
 from blobflow.store.executions import ExecutionStore
@@ -27,6 +27,7 @@ from tests.support import (
     script_studio,
     start,
     step,
+    stored_logs,
 )
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -223,3 +224,25 @@ async def test_new_executions_the_database_cannot_hold_are_unstorable(
     with pytest.raises(UnstorableError):
         await store.park_many([bad])
     assert await mongo_db["executions"].count_documents({}) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_long_log_keeps_its_first_and_last_lines_and_says_how_many_went(
+    mongo_db: Db,
+) -> None:
+    store = ExecutionStore(mongo_db, max_logs=10)
+    await store.ensure_indexes()
+    catalog = catalog_with([step("a")])
+    execution = new_execution(blob_event(), binding_of(catalog, "wf"), catalog.workflows["wf"])
+    [lease] = await store.create_many([execution], "w1")
+    numbers = iter(range(1, 26))
+    for size in (4, 8, 9, 4):  # 25 lines in four checkpoints
+        lines = [LogLine(now(), "info", None, f"line {next(numbers)}") for _ in range(size)]
+        assert await store.checkpoint(lease, execution, lines) is False
+
+    messages = [line.message for line in await stored_logs(store, execution.id)]
+    assert messages[:5] == [f"line {n}" for n in range(1, 6)]
+    assert messages[5] == (
+        "… 15 log lines dropped here: an execution keeps its first 5 and its last 5 lines"
+    )
+    assert messages[6:] == [f"line {n}" for n in range(21, 26)]

@@ -164,10 +164,34 @@ class ExecutionStore:
         fields = {key: {"$literal": value} for key, value in mutable_fields(execution).items()}
         fields["lease.expires_ms"] = {"$add": [NOW_MS, self.lease_ms]}
         if logs:
-            new = {"$literal": [log_document(line) for line in logs]}
-            merged = {"$concatArrays": [{"$ifNull": ["$logs", []]}, new]}
-            fields["logs"] = {"$slice": [merged, self.max_logs]}
+            fields.update(self._append_logs(logs))
         return await self.fenced.checkpoint(lease, fields)
+
+    def _append_logs(self, logs: Sequence[LogLine]) -> Document:
+        """`$set` fields appending `logs`, capped at `max_logs` lines: the first half is
+        kept (how the run began) and the newest lines (how it ended); `logs_dropped`
+        counts what went from between them (`Queries.execution_logs` marks the gap)."""
+        new = {"$literal": [log_document(line) for line in logs]}
+        merged = {"$concatArrays": [{"$ifNull": ["$logs", []]}, new]}
+        head = self.max_logs // 2
+        over = {"$subtract": [{"$size": "$$merged"}, self.max_logs]}
+        kept = {
+            "$cond": [
+                {"$gt": [over, 0]},
+                {
+                    "$concatArrays": [
+                        {"$slice": ["$$merged", head]},
+                        {"$slice": ["$$merged", -(self.max_logs - head)]},
+                    ]
+                },
+                "$$merged",
+            ]
+        }
+        dropped = {"$add": [{"$ifNull": ["$logs_dropped", 0]}, {"$max": [over, 0]}]}
+        return {
+            "logs": {"$let": {"vars": {"merged": merged}, "in": kept}},
+            "logs_dropped": {"$let": {"vars": {"merged": merged}, "in": dropped}},
+        }
 
     async def renew(self, lease: Lease) -> bool:
         """Extend the lease of a running execution; fenced; True when a cancel was requested."""

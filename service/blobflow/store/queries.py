@@ -67,13 +67,25 @@ class Queries:
 
     async def execution_logs(self, execution_id: str) -> ExecutionLogs | None:
         document = await self.executions.find_one(
-            {"_id": execution_id}, {"workflow_id": True, "user_id": True, "logs": True}
+            {"_id": execution_id},
+            {"workflow_id": True, "user_id": True, "logs": True, "logs_dropped": True},
         )
         if document is None:
             return None
-        return ExecutionLogs(
-            document["workflow_id"], document["user_id"], list(document.get("logs") or ())
-        )
+        lines = list(document.get("logs") or ())
+        dropped = document.get("logs_dropped") or 0
+        if dropped and lines:
+            # The store kept the first half and the newest lines: say what went between.
+            head = len(lines) // 2
+            gap = {
+                "timestamp": lines[head]["timestamp"],
+                "level": "warning",
+                "step_id": None,
+                "message": f"… {dropped} log lines dropped here: an execution keeps its "
+                f"first {head} and its last {len(lines) - head} lines",
+            }
+            lines.insert(head, gap)
+        return ExecutionLogs(document["workflow_id"], document["user_id"], lines)
 
     async def blob_deltas(
         self, blob_id: str, *, user_id: str | None, limit: int, offset: int
