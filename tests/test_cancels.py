@@ -3,16 +3,19 @@ pending with nobody on it, or held by a replica that is gone."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.records import Execution, StepRecord, now
+from blobflow.core.subjects import cancel_subject
 from blobflow.runtime.engine import new_execution
-from tests.api_support import ALICE, BOB, Api, Servers
+from tests.api_support import ADMIN, ALICE, BOB, Api, Servers
 from tests.servers import Downstream, Reply
 from tests.support import binding_of, blob_event, catalog_with, engine_for, eventually, step
 
@@ -106,6 +109,70 @@ async def test_cancel_reaches_the_replica_that_runs_it(
         assert reply.status == 200, reply.text
         assert_cancelled_after_first(reply.body)
         assert len(servers.downstream.calls("POST", "/undo/first")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_user_cancels_on_another_replica_with_their_own_token(
+    api: Api, servers: Servers
+) -> None:
+    """The replica that takes the request passes the caller's token to the one that runs it,
+    which checks it again: alice's own token may cancel alice's run (200, not 202)."""
+    script(servers.downstream)
+    await register(api)
+    async with servers.serve() as other:
+        await other.service.reload()
+        execution_id = await start_hanging(api, servers.downstream)
+        assert execution_id in api.service.engine.runs
+        reply = await other.post(f"/v1/executions/{execution_id}/cancel", token=ALICE)
+        assert reply.status == 200, reply.text
+        assert_cancelled_after_first(reply.body)
+
+
+async def ask(nc: NatsClient, api: Api, execution_id: str, token: str | None) -> bytes:
+    """A cancel request as another replica sends it, with `token` in its Authorization."""
+    headers = None if token is None else {"Authorization": f"Bearer {token}"}
+    subject = cancel_subject(api.service.engine.worker_id)
+    reply = await nc.request(subject, execution_id.encode(), timeout=10, headers=headers)
+    return reply.data
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_request_over_nats_needs_a_token_that_may_cancel_it(
+    api: Api, downstream: Downstream, nats_client: NatsClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who may publish on blobflow.cancel.<worker> is refused without alice's or an
+    admin's token; the owner reads whose execution it is from the store, not the request."""
+    caplog.set_level(logging.WARNING, "blobflow.runtime.cancellation")
+    script(downstream)
+    await register(api)
+    execution_id = await start_hanging(api, downstream)
+    for token in (None, "wrong-token", BOB):
+        assert await ask(nats_client, api, execution_id, token) == b"not allowed", token
+    assert await ask(nats_client, api, "no-such-execution", BOB) == b"not allowed"
+    assert execution_id in api.service.engine.runs
+    record = await api.service.store.get(execution_id)
+    assert record is not None
+    assert (record.status, record.cancel_requested) == ("running", False)
+    assert f"refused to cancel {execution_id}: the request has no valid token" in caplog.text
+    assert f"refused to cancel {execution_id} for user bob" in caplog.text
+    assert BOB not in caplog.text
+
+    assert await ask(nats_client, api, execution_id, ALICE) == b"cancelled"
+    record = await api.service.store.get(execution_id)
+    assert record is not None
+    assert record.status == "cancelled"
+    assert await ask(nats_client, api, execution_id, ADMIN) == b"not running here"
+
+
+@pytest.mark.asyncio
+async def test_without_tokens_a_cancel_request_needs_none(
+    servers: Servers, nats_client: NatsClient
+) -> None:
+    script(servers.downstream)
+    async with servers.serve(api_tokens="") as api:
+        await register(api)
+        execution_id = await start_hanging(api, servers.downstream)
+        assert await ask(nats_client, api, execution_id, None) == b"cancelled"
 
 
 @pytest.mark.asyncio

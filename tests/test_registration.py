@@ -26,6 +26,7 @@ from blobflow.core.bundles import (
     parse_bundle,
 )
 from blobflow.core.sources import KIND_FOLDERS, SourceDocument, read_paths
+from blobflow.core.tokens import ApiToken, parse_api_tokens
 from blobflow.errors import DefinitionError, Problem, RegistrationConflict
 from blobflow.messaging.registration import RegistrationResponder
 from blobflow.runtime.registration import register_bundle
@@ -219,7 +220,12 @@ class Endpoint:
 
 @asynccontextmanager
 async def endpoint(
-    nc: NatsClient, prefix: str, store: DefinitionStore, *, fail_reload: bool = False
+    nc: NatsClient,
+    prefix: str,
+    store: DefinitionStore,
+    *,
+    fail_reload: bool = False,
+    tokens: Sequence[ApiToken] = (),
 ) -> AsyncIterator[Endpoint]:
     reloads: list[int] = []
 
@@ -231,7 +237,12 @@ async def endpoint(
     subject, changed_subject = f"{prefix}.registry.register", f"{prefix}.registry.changed"
     changed = await nc.subscribe(changed_subject)
     responder = RegistrationResponder(
-        nc, store, subject=subject, changed_subject=changed_subject, on_change=on_change
+        nc,
+        store,
+        subject=subject,
+        changed_subject=changed_subject,
+        on_change=on_change,
+        tokens=tokens,
     )
     async with responder:
         yield Endpoint(nc, subject, changed, reloads)
@@ -435,3 +446,60 @@ async def test_a_lost_race_asks_to_try_again_rather_than_reporting_a_bug(mongo_d
         "errors": [_entry(None, None, "", "registration conflicted 5 times; try again")],
         "retryable": True,
     }
+
+
+# --- tokens (§6: with tokens configured, registering needs an admin token) ---------------
+
+TOKENS = parse_api_tokens("root-token=root:admin,alice-token=alice")
+NEEDS_TOKEN = "a valid admin token is required (Authorization: Bearer <token>)"
+NEEDS_ADMIN = "registering definitions needs an admin token"
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (None, NEEDS_TOKEN),
+        ({"Authorization": "Bearer wrong-token"}, NEEDS_TOKEN),
+        ({"Authorization": "root-token"}, NEEDS_TOKEN),
+        ({"Authorization": "Basic root-token"}, NEEDS_TOKEN),
+        ({"authorization": "Bearer alice-token"}, NEEDS_ADMIN),
+    ],
+)
+@pytest.mark.asyncio
+async def test_with_tokens_a_registration_without_an_admin_token_changes_nothing(
+    nats_client: NatsClient,
+    stream_prefix: str,
+    mongo_db: Db,
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str] | None,
+    message: str,
+) -> None:
+    caplog.set_level(logging.WARNING, "blobflow.messaging.registration")
+    async with endpoint(nats_client, stream_prefix, await _store(mongo_db), tokens=TOKENS) as ep:
+        reply = await ep.request({"schemas": [SCHEMA]}, headers)
+        assert (ep.announced(), ep.reloads) == (0, [])
+    assert reply == {"ok": False, "errors": [_entry("auth", None, "", message)]}
+    assert await mongo_db["definitions"].count_documents({}) == 0
+    assert "refused a registration request" in caplog.text
+    assert "root-token" not in caplog.text
+    assert "alice-token" not in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_with_tokens_an_admin_token_registers(
+    nats_client: NatsClient, stream_prefix: str, mongo_db: Db
+) -> None:
+    headers = {"Authorization": "bearer root-token", "Content-Type": "application/json"}
+    async with endpoint(nats_client, stream_prefix, await _store(mongo_db), tokens=TOKENS) as ep:
+        reply = await ep.request({"schemas": [SCHEMA]}, headers)
+        assert (ep.announced(), ep.reloads) == (1, [1])
+    assert _results(reply) == [("schema", "s", 1, True)]
+
+
+@pytest.mark.asyncio
+async def test_without_tokens_no_token_is_needed(
+    nats_client: NatsClient, stream_prefix: str, mongo_db: Db
+) -> None:
+    async with endpoint(nats_client, stream_prefix, await _store(mongo_db)) as ep:
+        reply = await ep.request({"schemas": [SCHEMA]}, {"Authorization": "Bearer anything"})
+    assert _results(reply) == [("schema", "s", 1, True)]

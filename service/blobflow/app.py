@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pymongo import AsyncMongoClient
 
@@ -38,7 +37,7 @@ from blobflow.messaging.connection import connect_nats
 from blobflow.messaging.consumer import Consumer
 from blobflow.messaging.dead_letters import DeadLetterPublisher
 from blobflow.messaging.publisher import DeltaPublisher
-from blobflow.messaging.registration import RegistrationResponder
+from blobflow.messaging.registration import RegistrationResponder, reloading_on_notice
 from blobflow.messaging.streams import ensure_consumer, ensure_streams
 from blobflow.metrics import MeteredCaller, Metrics
 from blobflow.runtime.admission import Admission
@@ -201,7 +200,9 @@ async def start(
             js, names, intake.process, connection_closed=lambda: nc.is_closed, room=admission.room
         )
         metrics.watch_backlog(lambda: dispatcher.backlog)
-        canceller = Canceller(NatsOwnerChannel(nc), store, engine, dispatcher)
+        canceller = Canceller(
+            NatsOwnerChannel(nc), store, engine, dispatcher, tokens=settings.api_tokens
+        )
         service = Service(
             settings,
             nc,
@@ -216,15 +217,11 @@ async def start(
             metrics,
             http_port=0,
         )
-        await stack.enter_async_context(
-            _closing_quietly(RegistrationResponder(nc, definitions, on_change=service.reload))
+        registrar = RegistrationResponder(
+            nc, definitions, on_change=service.reload, tokens=settings.api_tokens
         )
-
-        async def reload(_msg: Msg) -> None:
-            await service.reload()
-
-        reloads = await nc.subscribe(CHANGED_SUBJECT, cb=reload)
-        stack.push_async_callback(_quietly, reloads.unsubscribe)
+        await stack.enter_async_context(_closing_quietly(registrar))
+        await stack.enter_async_context(reloading_on_notice(nc, service.reload))
         service.http_port = await stack.enter_async_context(_http(service))
         async with _workers(service):
             yield service
@@ -239,7 +236,7 @@ async def _workers(service: Service) -> AsyncIterator[None]:
         admitting = group.create_task(service.admission.run())
         answering = group.create_task(
             CancelResponder(
-                service.nc, service.engine.worker_id, service.canceller.cancel_here
+                service.nc, service.engine.worker_id, service.canceller.cancel_for
             ).run()
         )
         try:
@@ -302,13 +299,6 @@ async def _http(service: Service) -> AsyncIterator[int]:
         yield _bound_port(runner, service.settings.http_port)
     finally:
         await runner.cleanup()
-
-
-async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
-    # On the way out after NATS closed for good, unsubscribing cannot work
-    # and need not: the server forgets the subscriptions with the connection.
-    with contextlib.suppress(NatsError):
-        await close()
 
 
 @asynccontextmanager

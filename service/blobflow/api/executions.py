@@ -6,7 +6,7 @@ from typing import Any, get_args
 
 from aiohttp import web
 
-from blobflow.api.access import principal
+from blobflow.api.access import caller_token, principal
 from blobflow.api.context import context
 from blobflow.api.params import choice_param, int_param, text_param
 from blobflow.api.responses import json_response, read_json_object
@@ -55,7 +55,8 @@ async def get_execution(request: web.Request) -> web.Response:
 
 async def cancel_execution(request: web.Request) -> web.Response:
     execution = await visible_execution(request)
-    result = await context(request).canceller.cancel(execution.id)
+    # The replica running it checks the caller's token again (it trusts no other replica).
+    result = await context(request).canceller.cancel(execution.id, token=caller_token(request))
     if result.execution is None:
         raise not_found(f"execution {execution.id!r}")
     if result.outcome == "finished":

@@ -9,7 +9,10 @@ The request is recorded first (`cancel_requested`), so it survives any crash:
 whoever runs the execution next cancels it before its next step. Then the
 worker holding the execution's lease is asked directly (`OwnerChannel`, NATS
 request/reply on `blobflow.cancel.<worker_id>`): it aborts the in-flight call,
-runs the compensations, records the cancel and only then replies. An execution
+runs the compensations, records the cancel and only then replies. The request
+carries the caller's API token, and the owner checks it itself (`cancel_for`):
+it trusts the stored record, never the requester, for whose execution it is.
+An execution
 nobody holds (pending, or its owner died and the lease ran out) is claimed and
 cancelled by the worker that received the request. `Runs` is this process's
 registry of what it runs: the one place a run is found to be stopped.
@@ -20,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 from blobflow.core.leases import Lease
 from blobflow.core.records import TERMINAL, Execution
+from blobflow.core.tokens import ApiToken, TokenTable
 from blobflow.errors import ExecutionCancelled
 from blobflow.runtime.ports import ExecutionStore, OwnerChannel
 
@@ -38,6 +42,8 @@ MAX_ROUNDS: Final = 3
 ARRIVAL_WAIT_S: Final = 1.0
 
 Outcome = Literal["cancelled", "finished", "requested", "missing"]
+# The owner's answer to another replica's request.
+Answer = Literal["cancelled", "not running", "not allowed"]
 
 
 def raise_if_cancelling() -> None:
@@ -204,25 +210,30 @@ class Canceller:
         dispatcher: Queue,
         *,
         wait_s: float = CANCEL_WAIT_S,
+        tokens: Sequence[ApiToken] = (),
     ) -> None:
         self.owners = owners
         self.store = store
         self.engine = engine
         self.dispatcher = dispatcher
         self.wait_s = wait_s
+        self.tokens = TokenTable(tokens)
 
-    async def cancel(self, execution_id: str) -> CancelResult:
+    async def cancel(self, execution_id: str, *, token: str | None = None) -> CancelResult:
         """Cancel and wait for it, up to `wait_s`; then report what the record says.
 
-        Work cut short by the wait is interrupted like a shutdown: the lease
-        runs out, and whoever resumes the execution finishes the cancel.
+        The caller may cancel it (the API checked); `token`, the caller's API token, is
+        passed to the replica that runs it, which checks it again. Work cut short by the
+        wait is interrupted like a shutdown: the lease runs out, and whoever resumes the
+        execution finishes the cancel.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
         try:
             async with asyncio.timeout_at(deadline):
                 for round_number in range(MAX_ROUNDS):
-                    ended = await self._round(execution_id, deadline, first=round_number == 0)
+                    first = round_number == 0
+                    ended = await self._round(execution_id, deadline, token, first=first)
                     if ended is not None:
                         return ended
         except TimeoutError:
@@ -238,7 +249,7 @@ class Canceller:
         return CancelResult("requested", execution)
 
     async def _round(
-        self, execution_id: str, deadline: float, *, first: bool
+        self, execution_id: str, deadline: float, token: str | None, *, first: bool
     ) -> CancelResult | None:
         """One attempt; a result when the execution has ended (or is gone)."""
         found = await self.store.get_with_owner(execution_id)
@@ -258,13 +269,36 @@ class Canceller:
             await self.cancel_here(execution_id)
         else:
             timeout_s = deadline - asyncio.get_running_loop().time()
-            answer = await self.owners.ask_cancel(owner, execution_id, max(timeout_s, 0.1))
+            answer = await self.owners.ask_cancel(
+                owner, execution_id, max(timeout_s, 0.1), token=token
+            )
             if answer is None:
-                # The owner is gone or slow: the recorded request stands, and
-                # whoever runs the execution next cancels it.
+                # The owner is gone, slow or refused: the recorded request stands, and
+                # the owner's heartbeat, or whoever runs the execution next, cancels it.
                 raise TimeoutError
         # Cancelled, or not found where the lease said: the next round reads again.
         return None
+
+    async def cancel_for(self, execution_id: str, authorization: str | None) -> Answer:
+        """Cancel a run of this worker that another replica asks for, on behalf of the
+        caller whose `Authorization` value (`Bearer <token>`) the request carries.
+
+        Allowed as over HTTP: to anyone without tokens configured, else to an admin
+        token or to the token of the execution's own user, as the stored record names
+        it (never as the request says). Then as `cancel_here`.
+        """
+        caller = self.tokens.principal(authorization)
+        if caller is not None and not caller.admin:
+            execution = await self.store.get(execution_id)
+            if execution is None or not caller.sees(execution.user_id):
+                # Whether it exists is none of this caller's business: the same answer.
+                logger.warning("refused to cancel %s for user %s", execution_id, caller.user_id)
+                return "not allowed"
+        elif caller is None:
+            # Never the token itself.
+            logger.warning("refused to cancel %s: the request has no valid token", execution_id)
+            return "not allowed"
+        return "cancelled" if await self.cancel_here(execution_id) else "not running"
 
     async def cancel_here(self, execution_id: str) -> bool:
         """Cancel a run of this worker, running or queued; False when it has neither.

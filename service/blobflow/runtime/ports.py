@@ -128,7 +128,10 @@ class DeadLetters(Protocol):
 class OwnerChannel(Protocol):
     """Asks the replica that runs an execution to cancel it."""
 
-    async def ask_cancel(self, owner: str, execution_id: str, timeout_s: float) -> bool | None:
+    async def ask_cancel(
+        self, owner: str, execution_id: str, timeout_s: float, *, token: str | None = None
+    ) -> bool | None:
         """Whether the owner cancelled it (False: not running there); None if it did not
-        answer in time."""
+        answer in time, or refused. `token`: the caller's API token, which the owner
+        checks itself (it may cancel only what that token may see)."""
         ...
