@@ -20,6 +20,7 @@ from blobflow.messaging.publisher import delta_event
 from blobflow.messaging.registration import RegistrationResponder
 from blobflow.messaging.streams import ensure_streams
 from blobflow.store.definitions import DefinitionStore
+from tests.api_support import ADMIN, ALICE, Api
 
 ROOT = Path(__file__).resolve().parent.parent
 Db = AsyncDatabase[dict[str, Any]]
@@ -147,6 +148,26 @@ async def test_unreadable_files_fail_before_anything_is_sent(
         await client.register_folder(tmp_path)
     with pytest.raises(NoRespondersError):
         await client.register({"schemas": []}, timeout_s=2)
+
+
+@pytest.mark.asyncio
+async def test_register_sends_the_clients_token_which_blobflow_checks(
+    api: Api, nats_client: NatsClient
+) -> None:
+    """The whole service, with tokens: only the admin token registers (§6)."""
+    poet = {"provider": {"id": "poet", "name": "Poet"}, "workflows": []}
+    replies = {
+        name: await BlobflowClient(nats_client, token=token).register({"providers": [poet]})
+        for name, token in (("none", None), ("alice", ALICE), ("admin", ADMIN))
+    }
+    for name in ("none", "alice"):
+        [error] = replies[name]["errors"]
+        assert (replies[name]["ok"], error["kind"], error["id"]) == (False, "auth", None), name
+    assert replies["admin"] == {
+        "ok": True,
+        "results": [{"kind": "provider", "id": "poet", "version": 1, "changed": True}],
+    }
+    assert "poet" in api.service.engine.catalog.providers
 
 
 # --- delta events ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from blobflow.core.subjects import StreamNames
+from blobflow.core.tokens import parse_api_tokens
 from blobflow.devtools.managed_process import free_port
 from blobflow.messaging.client import BlobflowClient
 from blobflow.messaging.registration import RegistrationResponder
@@ -120,6 +121,39 @@ async def test_register_sends_a_folder_and_reports_versions(
     assert code == 0, err
     assert "workflow book_chapter_expansion v1 changed" in out.splitlines()
     assert len(out.splitlines()) == 6
+
+
+@pytest.mark.asyncio
+async def test_register_sends_blobflow_api_token(
+    nats_server: NatsServer, nats_client: NatsClient, mongo_db: Db
+) -> None:
+    store = DefinitionStore(mongo_db)
+    await store.ensure_indexes()
+    tokens = parse_api_tokens("root-token=root:admin,alice-token=alice")
+    env = {"BLOBFLOW_NATS_URL": nats_server.url}
+    async with RegistrationResponder(nats_client, store, tokens=tokens):
+        unset = await _blobflow("register", str(ROOT), env={**env, "BLOBFLOW_API_TOKEN": ""})
+        user = await _blobflow(
+            "register", str(ROOT), env={**env, "BLOBFLOW_API_TOKEN": "alice-token"}
+        )
+        admin = await _blobflow(
+            "register", str(ROOT), env={**env, "BLOBFLOW_API_TOKEN": "root-token"}
+        )
+    assert unset == (
+        1,
+        "",
+        "blobflow register: a valid admin token is required (Authorization: Bearer <token>); "
+        "set BLOBFLOW_API_TOKEN to one\n",
+    )
+    assert user == (
+        1,
+        "",
+        "blobflow register: registering definitions needs an admin token; "
+        "set BLOBFLOW_API_TOKEN to one\n",
+    )
+    code, out, err = admin
+    assert code == 0, err
+    assert "workflow book_chapter_expansion v1 changed" in out.splitlines()
 
 
 @pytest.mark.asyncio

@@ -55,6 +55,7 @@ def creds_file(tmp_path: Path) -> Path:
         ("http_host", "127.0.0.1"),
         ("http_port", 8080),
         ("api_tokens", ()),
+        ("api_token", None),
         ("log_level", "info"),
         ("log_format", "json"),
         ("rate_limit", 50.0),
@@ -72,7 +73,7 @@ def test_defaults_with_an_empty_environ(name: str, expected: Any) -> None:
 
 
 def test_every_field_is_covered_by_the_defaults_table() -> None:
-    assert len(Settings.model_fields) == 21  # a new setting needs a default and a row above
+    assert len(Settings.model_fields) == 22  # a new setting needs a default and a row above
 
 
 def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -103,6 +104,7 @@ def test_unknown_blobflow_variables_are_ignored() -> None:
         "BLOBFLOW_NATS_CREDS",
         "BLOBFLOW_HTTP_PORT",
         "BLOBFLOW_API_TOKENS",
+        "BLOBFLOW_API_TOKEN",
         "BLOBFLOW_LOG_LEVEL",
     ],
 )
@@ -417,11 +419,15 @@ def test_a_bad_service_url_alone_is_an_error() -> None:
 
 # -- secrets --------------------------------------------------------------------------------
 
-SECRETS = ("pw-hunter2", "tok-nats-7", "api-tok-9", "mongo-pw-3", "nats-url-pw-5", "svc-pw-1")
+SECRETS = (
+    *("pw-hunter2", "tok-nats-7", "api-tok-9", "mongo-pw-3", "nats-url-pw-5", "svc-pw-1"),
+    "cli-tok-11",
+)
 SECRET_ENV = {
     PASSWORD: "pw-hunter2",
     USER: "blobflow",
     "BLOBFLOW_API_TOKENS": "api-tok-9=alice:admin,other-token=bob",
+    "BLOBFLOW_API_TOKEN": "cli-tok-11",
     "BLOBFLOW_MONGODB_URL": "mongodb://app:mongo-pw-3@db:27017/blobflow",
     "BLOBFLOW_NATS_URL": "nats://nats-a:4222,tls://blobflow:nats-url-pw-5@nats-b:4443",
     "BLOBFLOW_SERVICE_STUDIO_URL": "https://svc:svc-pw-1@studio.example",
@@ -443,6 +449,9 @@ def test_secrets_never_appear_in_str_repr_or_describe() -> None:
     assert described["nats_url"] == "nats://nats-a:4222,tls://***@nats-b:4443"
     assert described["services"] == {"STUDIO": "https://***@studio.example"}
     assert described["api_tokens"] == {"count": 2, "user_ids": ["alice", "bob"]}
+    assert described["api_token"] == "***"
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == "cli-tok-11"  # as given: sent as it is
     token_settings = load_settings(
         {TOKEN: "tok-nats-7", "BLOBFLOW_NATS_URL": "nats://tok-nats-7@n"}
     )
@@ -478,5 +487,6 @@ def test_describe_lists_every_setting_as_json() -> None:
     assert json.loads(json.dumps(described)) == described
     assert described["api_tokens"] == {"count": 0, "user_ids": []}
     assert described["nats_password"] is None
+    assert described["api_token"] is None
     assert described["definitions"] == "."
     assert (described["lease_ms"], described["max_concurrency"]) == (15000, 16)

@@ -33,7 +33,7 @@ _NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
 # The whole userinfo goes: a NATS token may stand where a user name would.
 _USERINFO: Final = re.compile(r"(?<=//)[^/?#]*@")
 # Fields whose raw value is never quoted back (`api_tokens` names entries by position).
-_SECRET_FIELDS: Final = frozenset({"nats_password", "nats_token", "api_tokens"})
+_SECRET_FIELDS: Final = frozenset({"nats_password", "nats_token", "api_tokens", "api_token"})
 # Messages for pydantic's own checks (types, bounds, choices), which name no variable.
 _RULES: Final = {
     "nats_creds": "must name an existing credentials file",
@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", pattern=r"^[A-Za-z0-9._:%\[\]-]+$")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP API port; 0 = any free port")
     api_tokens: tuple[ApiToken, ...] = Field((), description="token=user_id[:admin],...")
+    api_token: SecretStr | None = Field(
+        None, description="BLOBFLOW_API_TOKEN: the token commands send (register: an admin's)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     rate_limit: float = Field(50, gt=0, allow_inf_nan=False, description="requests/s per client")
@@ -150,7 +153,9 @@ class Settings(BaseSettings):
     def nats_servers(self) -> list[str]:
         return self.nats_url.split(",")
 
-    @field_validator("nats_user", "nats_password", "nats_token", "nats_creds", mode="before")
+    @field_validator(
+        "nats_user", "nats_password", "nats_token", "nats_creds", "api_token", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -122,7 +122,10 @@ def register(folder: Path) -> int:
                 state = "changed" if result["changed"] else "unchanged"
                 print(f"{result['kind']} {result['id']} v{result['version']} {state}")
             return EXIT_OK
-        for error in reply.get("errors", []):
+        errors = reply.get("errors", [])
+        if errors and errors[0].get("kind") == "auth":
+            return _fail("register", f"{errors[0]['message']}; set BLOBFLOW_API_TOKEN to one")
+        for error in errors:
             where = f"{error.get('kind')} {error.get('id')}: {error.get('path')}".rstrip(": ")
             print(f"{where}: {error.get('message')}", file=sys.stderr)
         return EXIT_INVALID
@@ -236,7 +239,8 @@ def _with_client(command: str, work: Work, *, until_signal: bool = False) -> int
         closed = asyncio.Event()
         nc = await _connect(settings, closed, complaints)
         try:
-            task = asyncio.ensure_future(work(BlobflowClient(nc)))
+            token = settings.api_token.get_secret_value() if settings.api_token else None
+            task = asyncio.ensure_future(work(BlobflowClient(nc, token=token)))
             waiters = [asyncio.ensure_future(closed.wait())]
             if until_signal:
                 waiters.append(asyncio.ensure_future(_stop_on_signals().wait()))

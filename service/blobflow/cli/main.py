@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     deltas.add_argument("--all", action="store_true", help="from the start of the stream")
     deltas.set_defaults(run=lambda a: _commands().deltas(a.provider, a.blob, a.json, a.all))
 
-    register = commands.add_parser("register", help="register a definitions folder")
+    register = commands.add_parser(
+        "register", help="register a definitions folder (sends BLOBFLOW_API_TOKEN)"
+    )
     register.add_argument("folder", type=Path, metavar="DIR")
     register.set_defaults(run=lambda a: _commands().register(a.folder))
     return parser

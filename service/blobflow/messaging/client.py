@@ -3,7 +3,7 @@
 Producers publish blob events (§3), services register their definitions at
 start (§6), and delta consumers tail delta events (§8):
 
-    client = BlobflowClient(nc)
+    client = BlobflowClient(nc, token=os.environ.get("BLOBFLOW_API_TOKEN"))
     await client.register_folder(Path("definitions"))
     await client.publish_event("created", blob_id="b1", user_id="u1", metadata={...})
     async with client.deltas(provider_id="book-writer") as feed:
@@ -31,6 +31,7 @@ from blobflow.core.jsonvalues import compact_json, loads
 from blobflow.core.sources import KIND_FOLDERS, read_paths
 from blobflow.core.subjects import REGISTER_SUBJECT, StreamNames, encode_token
 from blobflow.errors import DefinitionError
+from blobflow.messaging.control import authorization
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,16 @@ class BlobflowClient:
         names: StreamNames | None = None,
         register_subject: str = REGISTER_SUBJECT,
         publish_timeout_s: float = 5,
+        token: str | None = None,
     ) -> None:
+        """`token`: an admin API token, sent with registrations as `Authorization: Bearer
+        <token>` (blobflow needs one when it has BLOBFLOW_API_TOKENS)."""
         self.nc = nc
         self.js = nc.jetstream()
         self.names = names or StreamNames()
         self.register_subject = register_subject
         self.publish_timeout_s = publish_timeout_s
+        self.token = token
 
     async def publish_event(
         self,
@@ -90,14 +95,17 @@ class BlobflowClient:
         return event_id
 
     async def register(self, bundle: Mapping[str, Any], *, timeout_s: float = 10) -> dict[str, Any]:
-        """Send a bundle; the §6 reply.
+        """Send a bundle, with the client's token; the §6 reply.
 
         Services register at their own start, which may come before blobflow's: while
         no blobflow listens, the request is sent again (0.1 s apart, doubling to 2 s)
         within `timeout_s`. NoRespondersError when none listened in that time,
-        TimeoutError when one listened but did not answer in it.
+        TimeoutError when one listened but did not answer in it. Without a valid
+        admin token, when blobflow has BLOBFLOW_API_TOKENS, the reply is
+        `{"ok": false, "errors": [{"kind": "auth", ...}]}`.
         """
         data = compact_json(dict(bundle)).encode()
+        headers = {**_JSON_HEADERS, **authorization(self.token)}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         delay_s = NO_RESPONDERS_FIRST_DELAY_S
@@ -107,7 +115,7 @@ class BlobflowClient:
                     self.register_subject,
                     data,
                     timeout=max(deadline - loop.time(), 0.001),
-                    headers=_JSON_HEADERS,
+                    headers=headers,
                 )
                 break
             except NoRespondersError:
