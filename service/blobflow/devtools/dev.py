@@ -136,6 +136,8 @@ class _DeltaPrinter:
         async for delta in feed:
             value = str(delta.get("new_value"))
             value = value if len(value) <= 60 else value[:57] + "…"
+            if delta.get("values_omitted"):
+                value = "(too large for an event: read it with GET /v1/blobs/{id}/deltas)"
             self.say(
                 f"  Δ v{delta['version']} {delta['provider_id']}/{delta['workflow_id']}: "
                 f"{delta['type']} {delta['path']} = {value}"
