@@ -12,9 +12,8 @@ request/reply on `blobflow.cancel.<worker_id>`): it aborts the in-flight call,
 runs the compensations, records the cancel and only then replies. The request
 carries the caller's API token, and the owner checks it itself (`cancel_for`):
 it trusts the stored record, never the requester, for whose execution it is.
-An execution
-nobody holds (pending, or its owner died and the lease ran out) is claimed and
-cancelled by the worker that received the request. `Runs` is this process's
+An execution nobody holds (pending, or its owner died and the lease ran out) is
+claimed and cancelled by the worker that received the request. `Runs` is this process's
 registry of what it runs: the one place a run is found to be stopped.
 """
 
