@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from blobflow.app import run
 from blobflow.messaging import connection
 from blobflow.messaging.client import BlobflowClient
-from tests.api_support import Servers
+from tests.api_support import ADMIN, Servers
 from tests.support import eventually, script_studio
 
 Db = AsyncDatabase[dict[str, Any]]
@@ -142,7 +142,7 @@ async def test_a_bundle_registered_over_nats_changes_what_the_next_event_trigger
     nats_client: NatsClient,
 ) -> None:
     script_studio(servers.downstream)
-    client = BlobflowClient(nats_client, names=servers.names)
+    client = BlobflowClient(nats_client, names=servers.names, token=ADMIN)
     condition = {"field": "metadata.type", "operator": "eq", "value": "poem"}
     binding: dict[str, Any] = {
         "workflow_id": "blob_processing_workflow",

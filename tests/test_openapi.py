@@ -673,7 +673,7 @@ class FakeDefinitions:
 
 
 class FakeCanceller:
-    async def cancel(self, execution_id: str) -> CancelResult:
+    async def cancel(self, execution_id: str, *, token: str | None = None) -> CancelResult:
         return CANCELS[execution_id]
 
 
