@@ -11,28 +11,25 @@ Tests say what each route answers, in order, and read back every request it got:
     [call] = downstream.calls("POST", "/blobs/validate")[-1:]
     assert call.headers["Idempotency-Key"] == "..."
 
-Replies are used in order and the last one repeats. Patterns may hold `{name}`
-placeholders matching one path segment. A request no script matches gets a 404 JSON
-answer and is recorded too, so "nothing else was called" can be asserted.
+Replies are used in order and the last one repeats; see tests/scripting.py, which this
+shares with the in-memory `tests.memory.ScriptedCaller`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal, Self, TypeAlias
-from urllib.parse import unquote
+from typing import ClassVar, Final, Self
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from tests.scripting import RecordedCall, Scripted, ScriptedReply
 from tests.servers.ports import LOOPBACK
 
 
@@ -49,14 +46,11 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _ENDLESS_CHUNK = b"x" * 65536
 # Large enough for the "50 MB body" fault cases; aiohttp's default is 1 MiB.
 _MAX_REQUEST_BYTES = 64 * 1024 * 1024
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-Outcome: TypeAlias = Literal["pending", "answered", "client_gone", "disconnected", "server_closed"]
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One scripted answer.
+@dataclass(frozen=True, kw_only=True)
+class Reply(ScriptedReply):
+    """One scripted answer: `Reply(status, json=..., headers=..., ...)`.
 
     `json` or `body` (bytes or text) is the payload; `headers` override the defaults.
     `delay_s` waits before answering. The special behaviours are exclusive:
@@ -65,22 +59,17 @@ class Reply:
     `endless` streams a body that never ends.
     """
 
-    status: int = 200
     json: object = NO_JSON
     body: bytes | str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    hang: bool = False
     disconnect: bool = False
     endless: bool = False
+
+    _EXCLUSIVE: ClassVar[tuple[str, ...]] = ("hang", "disconnect", "endless")
 
     def __post_init__(self) -> None:
         if self.json is not NO_JSON and self.body is not None:
             raise ValueError("Reply takes json or body, not both")
-        if sum((self.hang, self.disconnect, self.endless)) > 1:
-            raise ValueError("hang, disconnect and endless exclude each other")
-        if self.delay_s < 0:
-            raise ValueError("delay_s must not be negative")
+        super().__post_init__()
 
 
 def redirect_to(
@@ -92,78 +81,21 @@ def redirect_to(
     return Reply(status, headers={**(headers or {}), "Location": location})
 
 
-@dataclass
-class RecordedRequest:
-    """One request as the downstream saw it."""
+@dataclass(kw_only=True)
+class RecordedRequest(RecordedCall):
+    """One request as the downstream saw it (fields as in `tests.scripting.RecordedCall`).
 
-    method: str
-    path: str
-    """The path as sent, still percent-encoded, without the query string."""
-    query: dict[str, str]
+    `outcome` is also `disconnected` or `server_closed` when the server dropped it.
+    """
+
     headers: CIMultiDictProxy[str]
-    """Case-insensitive: `headers["idempotency-key"]` works."""
     body: bytes
     json: object
     """The body parsed as JSON; None when it is empty or not JSON (see `body`)."""
-    path_params: dict[str, str]
-    """Decoded values of the matched pattern's `{name}` placeholders."""
-    route: str | None
-    """The matched script's pattern; None for an unscripted request (answered 404)."""
-    received_at: float
-    """`time.monotonic()` when the request arrived: compare for backoff gaps."""
-    outcome: Outcome = "pending"
-    """How it ended: answered, the client went away first, or we dropped it."""
-    _finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
 
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
-
-    async def finished(self, timeout_s: float = 5.0) -> Outcome:
-        """Wait until the server is done with the request; its final `outcome`."""
-        async with asyncio.timeout(timeout_s):
-            await self._finished.wait()
-        return self.outcome
-
-
-Responder: TypeAlias = Reply | Callable[[RecordedRequest], Reply]
-"""A fixed reply, or a function of the request (e.g. to echo a header)."""
-
-
-@dataclass
-class _Route:
-    method: str
-    pattern: str
-    regex: re.Pattern[str]
-    placeholders: int
-    order: int
-    replies: Sequence[Responder]
-    served: int = 0
-
-    def next_reply(self, request: RecordedRequest) -> Reply:
-        responder = self.replies[min(self.served, len(self.replies) - 1)]
-        self.served += 1
-        return responder if isinstance(responder, Reply) else responder(request)
-
-
-@functools.lru_cache(maxsize=256)
-def _compile(pattern: str) -> tuple[re.Pattern[str], int]:
-    if not pattern.startswith("/"):
-        raise ValueError(f"pattern must start with '/': {pattern!r}")
-    parts: list[str] = []
-    position = 0
-    for match in _PLACEHOLDER.finditer(pattern):
-        parts.append(re.escape(pattern[position : match.start()]))
-        parts.append(f"(?P<{match.group(1)}>[^/]+)")
-        position = match.end()
-    parts.append(re.escape(pattern[position:]))
-    return re.compile("".join(parts)), pattern.count("{")
-
-
-def _matches(method: str | None, pattern: str | None, request: RecordedRequest) -> bool:
-    if method is not None and method.upper() not in ("*", request.method):
-        return False
-    return pattern is None or _compile(pattern)[0].fullmatch(request.path) is not None
 
 
 def _parse_json(body: bytes) -> object:
@@ -176,76 +108,23 @@ def _parse_json(body: bytes) -> object:
     return parsed
 
 
-class Downstream:
-    """A scripted HTTP server; use `async with Downstream() as server:` or the fixture."""
+class Downstream(Scripted[Reply, RecordedRequest]):
+    """A scripted HTTP server; use `async with Downstream() as server:` or the fixture.
+
+    `script`, `calls`, `wait_for_calls`, `clear` and `requests`: see `tests.scripting`.
+    """
 
     def __init__(self, host: str = LOOPBACK) -> None:
+        super().__init__()
         self.host = host
         self.port = 0
-        self._routes: dict[tuple[str, str], _Route] = {}
-        self._requests: list[RecordedRequest] = []
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
-        self._recorded = asyncio.Condition()
 
     @property
     def url(self) -> str:
         """Base URL without a trailing slash: `f"{downstream.url}/blobs/1"`."""
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request so far, in arrival order."""
-        return self._requests
-
-    # -- scripting ----------------------------------------------------------------------
-
-    def script(self, method: str, pattern: str, replies: Responder | Sequence[Responder]) -> None:
-        """Answer `method pattern` with `replies` in order, repeating the last one.
-
-        Scripting the same method and pattern again replaces the script and starts its
-        sequence over. When several patterns match, the one with fewer placeholders
-        wins, then the one scripted first. `method` "*" matches every method.
-        """
-        sequence = [replies] if isinstance(replies, Reply) or callable(replies) else replies
-        if not sequence:
-            raise ValueError("a script needs at least one reply")
-        regex, placeholders = _compile(pattern)
-        key = (method.upper(), pattern)
-        previous = self._routes.get(key)
-        order = previous.order if previous is not None else len(self._routes)
-        self._routes[key] = _Route(key[0], pattern, regex, placeholders, order, list(sequence))
-
-    def calls(self, method: str | None = None, pattern: str | None = None) -> list[RecordedRequest]:
-        """Recorded requests with this method and a path matching `pattern`."""
-        return [request for request in self._requests if _matches(method, pattern, request)]
-
-    async def wait_for_calls(
-        self,
-        method: str | None = None,
-        pattern: str | None = None,
-        *,
-        count: int = 1,
-        timeout_s: float = 5.0,
-    ) -> list[RecordedRequest]:
-        """Wait until at least `count` matching requests arrived; return them all.
-
-        Fails the test with what did arrive when the deadline passes.
-        """
-        try:
-            async with asyncio.timeout(timeout_s), self._recorded:
-                await self._recorded.wait_for(lambda: len(self.calls(method, pattern)) >= count)
-        except TimeoutError:
-            seen = [f"{r.method} {r.path}" for r in self._requests]
-            raise AssertionError(
-                f"expected {count} x {method or '*'} {pattern or '*'} within {timeout_s} s; "
-                f"got {seen}"
-            ) from None
-        return self.calls(method, pattern)
-
-    def clear(self) -> None:
-        """Forget recorded requests (scripts and their positions stay)."""
-        self._requests.clear()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -283,17 +162,6 @@ class Downstream:
 
     # -- serving ------------------------------------------------------------------------
 
-    def _route_for(self, method: str, path: str) -> tuple[_Route | None, dict[str, str]]:
-        candidates = sorted(
-            (r for r in self._routes.values() if r.method in ("*", method)),
-            key=lambda r: (r.placeholders, r.order),
-        )
-        for route in candidates:
-            match = route.regex.fullmatch(path)
-            if match is not None:
-                return route, {k: unquote(v) for k, v in match.groupdict().items()}
-        return None, {}
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         received_at = time.monotonic()
         body = await request.read()
@@ -310,21 +178,12 @@ class Downstream:
             route=route.pattern if route is not None else None,
             received_at=received_at,
         )
-        self._requests.append(recorded)
-        async with self._recorded:
-            self._recorded.notify_all()
-        try:
-            if route is None:
-                recorded.outcome = "answered"
-                return web.json_response(
-                    {"error": "unscripted", "method": request.method, "path": path}, status=404
-                )
-            return await self._answer(request, route.next_reply(recorded), recorded)
-        except asyncio.CancelledError:
-            recorded.outcome = "client_gone"
-            raise
-        finally:
-            recorded._finished.set()
+        return await self._serve(
+            recorded,
+            route,
+            lambda reply: self._answer(request, reply, recorded),
+            lambda unscripted: web.json_response(unscripted, status=404),
+        )
 
     async def _answer(
         self, request: web.Request, reply: Reply, recorded: RecordedRequest
