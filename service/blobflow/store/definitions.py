@@ -8,11 +8,12 @@ registrar that crashes in between leaves rows nobody reads whose version
 numbers stay taken, so versions may skip. (`update_many` is not atomic either,
 but a crash inside it is a far narrower window.)
 
-Concurrent registrars race on the unique (kind, id, version) index; the loser
-waits for the winner to commit, then re-reads and starts over. Two bundles
-valid alone but not together (one changes a schema the other uses) can both
-pass, each checked against what was committed when it read: accepted, as
-registrations are rare.
+Registrars take turns (`RegistryHead`): each checks its bundle against the
+state it is applied to, so two bundles valid alone but not together (one
+changes a schema the other uses) never both apply; the second is refused with
+the conflict named. Should a registrar outlive its turn (paused past the
+lease), the unique (kind, id, version) index still stops two rows of one
+version: the loser waits for the winner to commit, then re-reads and starts over.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from blobflow.core.records import now
 from blobflow.core.sources import SourceDocument
 from blobflow.core.validation import source_problem, validate_document
 from blobflow.errors import DefinitionError, Problem, RegistrationConflict
+from blobflow.store.registry_head import RegistryHead
 from blobflow.store.translation import translate_errors
 
 Document = dict[str, Any]
@@ -61,6 +63,7 @@ class _Latest:
 class DefinitionStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.definitions = db["definitions"]
+        self.head = RegistryHead(db["registry"])
 
     async def ensure_indexes(self) -> None:
         await self.definitions.create_indexes(
@@ -83,8 +86,20 @@ class DefinitionStore:
         )
 
     async def register(self, documents: Sequence[SourceDocument]) -> list[ItemResult]:
-        """Store the new and changed items of a bundle; DefinitionError writes nothing."""
-        incoming = list(documents)
+        """Store the new and changed items of a bundle; DefinitionError writes nothing.
+
+        One registration at a time (`RegistryHead`): the bundle is checked against
+        the state it is applied to, never against one another registrar is changing.
+        """
+        async with self.head.held():
+            results = await self._register(list(documents))
+        return results
+
+    async def head_version(self) -> int:
+        """Counts the registrations that changed something: one read, to poll."""
+        return await self.head.version()
+
+    async def _register(self, incoming: list[SourceDocument]) -> list[ItemResult]:
         waited: set[str] = set()
         for _ in range(MAX_ATTEMPTS):
             latest = await self._latest()
@@ -111,6 +126,8 @@ class DefinitionStore:
                 results.append(ItemResult(*key, version, changed=True))
             conflict = await self._write(rows) if rows else None
             if conflict is None:
+                if rows:
+                    await self.head.bump()
                 return results
             await self._settle([conflict], waited)
         raise RegistrationConflict(f"registration conflicted {MAX_ATTEMPTS} times; try again")
