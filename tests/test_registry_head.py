@@ -21,7 +21,7 @@ Db = AsyncDatabase[dict[str, Any]]
 def examples() -> dict[str, SourceDocument]:
     documents, problems = read_paths([ROOT])
     assert problems == []
-    return {document.item_id: document for document in documents}
+    return {str(document.item_id): document for document in documents}
 
 
 async def store_of(db: Db) -> DefinitionStore:

@@ -42,6 +42,7 @@ from blobflow.messaging.streams import ensure_consumer, ensure_streams
 from blobflow.metrics import MeteredCaller, Metrics
 from blobflow.runtime.admission import Admission
 from blobflow.runtime.cancellation import Canceller
+from blobflow.runtime.catalogs import Catalogs
 from blobflow.runtime.dispatcher import Dispatcher
 from blobflow.runtime.engine import Engine
 from blobflow.runtime.intake import Intake
@@ -66,6 +67,7 @@ class Service:
     nc: NatsClient
     mongo: AsyncMongoClient[dict[str, Any]]
     definitions: DefinitionStore
+    catalogs: Catalogs
     store: ExecutionStore
     engine: Engine
     dispatcher: Dispatcher
@@ -76,8 +78,8 @@ class Service:
     http_port: int
 
     async def reload(self) -> None:
-        """Use the latest registered definitions from now on."""
-        self.engine.catalog = await self.definitions.catalog()
+        """Use the latest registered definitions from now on (the last good if they fail)."""
+        await self.catalogs.reload()
 
     async def announce(self) -> None:
         """Reload here, then tell the other replicas to reload too."""
@@ -168,8 +170,11 @@ async def start(
         await store.ensure_indexes()
         clients = await stack.enter_async_context(ServiceClients(settings.services))
         publisher = DeltaPublisher(js, prefix=names.deltas_prefix, metrics=metrics, nc=nc)
+        catalogs = Catalogs(
+            definitions, lambda catalog: setattr(engine, "catalog", catalog), metrics
+        )
         engine = Engine(
-            await definitions.catalog(),
+            await catalogs.load(),
             store,
             MeteredCaller(LimitedCaller(clients, settings.service_limits), metrics),
             sink=publisher,
@@ -208,6 +213,7 @@ async def start(
             nc,
             mongo,
             definitions,
+            catalogs,
             store,
             engine,
             dispatcher,
@@ -221,7 +227,8 @@ async def start(
             nc, definitions, on_change=service.reload, tokens=settings.api_tokens
         )
         await stack.enter_async_context(_closing_quietly(registrar))
-        await stack.enter_async_context(reloading_on_notice(nc, service.reload))
+        reloader = await stack.enter_async_context(reloading_on_notice(nc, service.reload))
+        await stack.enter_async_context(catalogs.following(reloader))
         service.http_port = await stack.enter_async_context(_http(service))
         async with _workers(service):
             yield service

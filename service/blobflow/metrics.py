@@ -92,6 +92,11 @@ class Metrics:
             " republishing round (up to 100 beyond those backing off)",
             registry=r,
         )
+        self.definitions_load_failed = Gauge(
+            "blobflow_definitions_load_failed",
+            "1 while the latest registered definitions do not load (the last good are in use)",
+            registry=r,
+        )
         self.backlog = Gauge(
             "blobflow_backlog_executions",
             "Executions queued or running in this process",
