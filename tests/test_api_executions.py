@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -341,3 +342,41 @@ async def test_a_stopping_replica_takes_no_manual_run_and_says_it_is_not_ready(a
     assert ready.status == 503
     assert ready.body["checks"]["accepting_work"] is False
     assert (await api.get("/v1/executions")).body["total"] == 0
+
+
+@pytest.mark.asyncio
+async def test_the_same_idempotency_key_from_the_same_user_gives_the_same_execution(
+    api: Api, downstream: Downstream
+) -> None:
+    script_studio(downstream)
+    path = "/v1/workflows/blob_processing_workflow/execute"
+
+    def run(blob_id: str) -> dict[str, Any]:
+        return {"input": {"blob_id": blob_id, "user_id": "alice"}}
+
+    key = {"Idempotency-Key": "order-17"}
+    first = await api.post(path, token=ALICE, json=run("b-i"), headers=key)
+    assert first.status == 202, first.text
+    again = await api.post(path, token=ALICE, json=run("b-i"), headers=key)
+    assert again.status == 200, again.text
+    assert again.body["execution_id"] == first.body["execution_id"]
+    assert again.headers["Location"] == f"/v1/executions/{first.body['execution_id']}"
+    # Another user's key is another key; and two sends at once still make one run.
+    bobs = await api.post(path, token=BOB, json={"input": {"blob_id": "b-j"}}, headers=key)
+    assert bobs.status == 202
+    assert bobs.body["execution_id"] != first.body["execution_id"]
+    at_once = await asyncio.gather(
+        *(
+            api.post(path, token=ALICE, json=run("b-k"), headers={"Idempotency-Key": "x"})
+            for _ in range(4)
+        )
+    )
+    # Sent at once they may all be first (202), but they are one execution.
+    assert {reply.status for reply in at_once} <= {200, 202}
+    assert len({reply.body["execution_id"] for reply in at_once}) == 1
+    executions = await api.get("/v1/executions?blob_id=b-k", token=ALICE)
+    assert executions.body["total"] == 1
+    too_long = await api.post(
+        path, token=ALICE, json=run("b-l"), headers={"Idempotency-Key": "k" * 201}
+    )
+    assert too_long.status == 400

@@ -56,6 +56,7 @@ from blobflow.core.yamlsafe import load_yaml
 from blobflow.errors import RegistrationConflict, ServiceStopping, StoreUnavailable
 from blobflow.metrics import Metrics
 from blobflow.runtime.cancellation import CancelResult
+from blobflow.runtime.submission import idempotent_id
 
 Json = dict[str, Any]
 
@@ -570,7 +571,9 @@ RUNNING = replace(
 )
 SLOW = replace(RUNNING, id="ex-slow")
 COMPLETED = replace(FAILED, id="ex-done", status="completed", output="done", error=None)
-EXECUTIONS = {e.id: e for e in (FAILED, RUNNING, SLOW, COMPLETED)}
+# Started earlier by `Idempotency-Key: repeat-1` from root.
+REPEATED = replace(COMPLETED, id=idempotent_id("root", "repeat-1"))
+EXECUTIONS = {e.id: e for e in (FAILED, RUNNING, SLOW, COMPLETED, REPEATED)}
 CANCELS = {
     "ex-live": CancelResult("cancelled", replace(RUNNING, status="cancelled", cancelled_at=NOW)),
     "ex-slow": CancelResult("requested", replace(SLOW, cancel_requested=True)),
@@ -678,11 +681,11 @@ class FakeCanceller:
 
 
 class FakeSubmitter:
-    async def submit(self, execution: Execution) -> Execution:
+    async def submit(self, execution: Execution) -> bool:
         _down_if(execution.blob_id)
         if execution.blob_id == STOPPING:
             raise ServiceStopping("this replica is stopping; send the run to another")
-        return execution
+        return True
 
 
 class FakePayload:
@@ -744,6 +747,7 @@ async def _call(
     content_type: str | None = None,
     ready: bool = True,
     times: int = 1,
+    idempotency_key: str | None = None,
 ) -> tuple[str, Answer]:
     """The route template `url` resolves to, and the answer of its handler, middlewares included.
 
@@ -753,6 +757,8 @@ async def _call(
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     if content_type is not None:
         headers["Content-Type"] = content_type
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
     match = await app.router.resolve(make_mocked_request(method, url, headers, app=app))
     assert match.http_exception is None, f"{method} {url} does not resolve"
     resource = match.route.resource
@@ -869,6 +875,19 @@ SCENARIOS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/v1/executions/ex-live/cancel", {"token": None}, 401),
     ("POST", "/v1/executions/ex-live/cancel", {"times": 2}, 429),
     ("POST", EXECUTE, {"body": GOOD_INPUT, "content_type": JSON}, 202),
+    ("POST", EXECUTE, {"body": GOOD_INPUT, "content_type": JSON, "idempotency_key": "k"}, 202),
+    (
+        "POST",
+        EXECUTE,
+        {"body": GOOD_INPUT, "content_type": JSON, "idempotency_key": "repeat-1"},
+        200,
+    ),
+    (
+        "POST",
+        EXECUTE,
+        {"body": GOOD_INPUT, "content_type": JSON, "idempotency_key": "k" * 201},
+        400,
+    ),
     ("POST", EXECUTE, {"body": GOOD_INPUT, "content_type": f"{JSON}; charset=utf-8"}, 202),
     ("POST", EXECUTE, {"body": GOOD_INPUT, "content_type": "text/plain"}, 415),
     ("POST", EXECUTE, {"body": GOOD_INPUT}, 415),

@@ -15,11 +15,12 @@ from blobflow.core.catalog import Catalog
 from blobflow.core.listings import LIST_FILTERS
 from blobflow.core.records import Execution, ExecutionStatus
 from blobflow.errors import ApiError, ServiceStopping, UnstorableError, bad_parameter, not_found
-from blobflow.runtime.submission import manual_execution
+from blobflow.runtime.submission import idempotent_id, manual_execution
 
 STATUSES = frozenset(get_args(ExecutionStatus))
 EXECUTE_FIELDS = frozenset({"input", "provider_id"})
 ANONYMOUS_USER = "anonymous"
+MAX_IDEMPOTENCY_KEY_CHARS = 200
 
 
 def routes() -> list[web.RouteDef]:
@@ -89,6 +90,11 @@ async def execute_workflow(request: web.Request) -> web.Response:
     if not isinstance(blob_id, str) or not blob_id:
         raise bad_parameter("input.blob_id", "required, the id of the blob the run is about")
     user_id = _user_id(request, data)
+    key = _idempotency_key(request)
+    if key is not None:
+        earlier = await _earlier_run(request, user_id, key)
+        if earlier is not None:
+            return earlier
     caller = principal(request)
     if not caller.admin and await ctx.queries.blob_owned_by_another(blob_id, user_id):
         # Deltas of this run would land in someone else's history.
@@ -112,16 +118,43 @@ async def execute_workflow(request: web.Request) -> web.Response:
         user_id=user_id,
         input=data,
         priority=priority,
+        idempotency_key=key,
     )
     try:
-        await ctx.submitter.submit(execution)
+        new = await ctx.submitter.submit(execution)
     except UnstorableError as exc:
         raise ApiError(400, "invalid_input", f"the input cannot be stored: {exc}") from None
     except ServiceStopping as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from None
+    if not new and key is not None:
+        # The same key sent twice at once: the other request stored it first.
+        earlier = await _earlier_run(request, user_id, key)
+        if earlier is not None:
+            return earlier
+    return _run_response(execution, 202)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise bad_parameter(
+            "Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, if given"
+        )
+    return key
+
+
+async def _earlier_run(request: web.Request, user_id: str, key: str) -> web.Response | None:
+    """200 with the run this key from this user started before, if it did."""
+    earlier = await context(request).store.get(idempotent_id(user_id, key))
+    return None if earlier is None else _run_response(earlier, 200)
+
+
+def _run_response(execution: Execution, status: int) -> web.Response:
     location = f"/v1/executions/{execution.id}"
     body = {"execution_id": execution.id, "status": execution.status}
-    return json_response(body, 202, headers={"Location": location})
+    return json_response(body, status, headers={"Location": location})
 
 
 async def visible_execution(request: web.Request) -> Execution:

@@ -8,6 +8,7 @@ runs out and any replica resumes it.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -31,8 +32,14 @@ def manual_execution(
     user_id: str,
     input: Mapping[str, Any],
     priority: int = 0,
+    idempotency_key: str | None = None,
 ) -> Execution:
-    execution_id = uuid.uuid4().hex
+    """A pending manual run; with `idempotency_key`, its id is the one that key from
+    this user always gets (`idempotent_id`)."""
+    if idempotency_key is None:
+        execution_id = uuid.uuid4().hex
+    else:
+        execution_id = idempotent_id(user_id, idempotency_key)
     return Execution(
         id=execution_id,
         # Unique, so the (event, provider, workflow) key never collides with an event's.
@@ -48,18 +55,25 @@ def manual_execution(
     )
 
 
+def idempotent_id(user_id: str, key: str) -> str:
+    """The execution id of a manual run that `user_id` sent with `Idempotency-Key: key`:
+    the same key from the same user gives the same execution, from any replica."""
+    digest = hashlib.sha256(f"{user_id}\n{key}".encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:32]
+
+
 class Submitter:
     def __init__(self, dispatcher: Dispatcher, admit: Admit) -> None:
         self.dispatcher = dispatcher
         self.admit = admit
 
-    async def submit(self, execution: Execution) -> Execution:
-        """Store the execution and queue it here; it then runs like any other."""
+    async def submit(self, execution: Execution) -> bool:
+        """Store the execution and queue it here; it then runs like any other. False when
+        it was stored already (an idempotent request sent again): nothing new runs."""
         if not self.dispatcher.accepting:
             # Queued here now, it would wait out a lease nobody renews.
             raise ServiceStopping("this replica is stopping; send the run to another")
         problem = unstorable_reason(execution.input)
         if problem is not None:
             raise UnstorableError(problem)
-        await self.admit([execution])
-        return execution
+        return await self.admit([execution]) == 1
