@@ -78,7 +78,9 @@ def test_valid_schemas_have_no_problems(definition: Any) -> None:
         ),
         pytest.param({"minLength": -1}, ("minLength",), "-1", id="negative-min-length"),
         pytest.param({"required": "a"}, ("required",), '"a"', id="required-not-list"),
-        pytest.param({"pattern": "("}, ("pattern",), "regex", id="bad-regex"),
+        pytest.param(
+            {"pattern": "("}, ("pattern",), "not a valid regular expression", id="bad-regex"
+        ),
         pytest.param({"$ref": "#/$defs/missing"}, (), "/$defs/missing", id="dangling-local-ref"),
         pytest.param({"type": "object", 1: 2}, (), "", id="non-text-key"),
     ],

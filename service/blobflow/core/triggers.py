@@ -3,19 +3,20 @@
 Conditions are validated once, when definitions load, by `compile_condition`,
 so matching an event is a pure function of already-checked data. Every
 comparison is type-strict, as JSON: `1 == 1.0`, but `true != 1` and `"1" != 1`.
+`matches` runs RE2 (`core.regexes`): linear in the text, whatever the pattern.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, cast, get_args
 
 from blobflow.core.jsonvalues import MISSING, compare, lookup, strict_equal
 from blobflow.core.jsonvalues import kind as json_kind
+from blobflow.core.regexes import LinearPattern, PatternRefused, compile_linear
 from blobflow.errors import TriggerError
 
 EventKind: TypeAlias = Literal["onCreate", "onUpdate"]
@@ -70,7 +71,7 @@ class TriggerCondition:
     field: tuple[str, ...]
     operator: Operator
     value: Any
-    pattern: re.Pattern[str] | None = None
+    pattern: LinearPattern | None = None
 
     def holds(self, event: Mapping[str, Any], kind: EventKind) -> bool:
         # lookup only descends into real dicts; events are dicts in practice.
@@ -83,7 +84,7 @@ class TriggerCondition:
             return (actual is not MISSING) is self.value
         if op == "matches":
             assert self.pattern is not None  # compile_condition always sets it
-            return isinstance(actual, str) and self.pattern.search(actual) is not None
+            return isinstance(actual, str) and self.pattern.search(actual)
         if op in _NEGATIONS:
             return actual is MISSING or not _CHECKS[_NEGATIONS[op]](actual, self.value)
         return actual is not MISSING and _CHECKS[op](actual, self.value)
@@ -178,7 +179,7 @@ def compile_condition(field: str, operator: str, value: Any = MISSING) -> Trigge
     if given and not _is_json(value):
         raise TriggerError(f"value {value!r} is not a JSON value", "value")
     got = f", got {json_kind(value)}" if given else ""
-    pattern: re.Pattern[str] | None = None
+    pattern: LinearPattern | None = None
 
     if op == "changed":
         if given:
@@ -207,8 +208,8 @@ def compile_condition(field: str, operator: str, value: Any = MISSING) -> Trigge
         if not isinstance(value, str):
             raise bad(f"needs a string value (a regular expression){got}")
         try:
-            pattern = re.compile(value)
-        except re.error as exc:
+            pattern = compile_linear(value)
+        except PatternRefused as exc:
             raise bad(f"has an invalid regular expression {value!r}: {exc}") from None
     return TriggerCondition(path, op, value, pattern)
 
