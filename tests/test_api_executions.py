@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from blobflow.api import executions as executions_routes
 from blobflow.core.records import Execution, StepRecord
-from tests.api_support import ALICE, BOB, Api
-from tests.servers import Downstream
+from tests.api_support import ALICE, BOB, Api, Servers
+from tests.servers import Downstream, Reply
 from tests.support import eventually, script_studio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -380,3 +381,36 @@ async def test_the_same_idempotency_key_from_the_same_user_gives_the_same_execut
         path, token=ALICE, json=run("b-l"), headers={"Idempotency-Key": "k" * 201}
     )
     assert too_long.status == 400
+
+
+@pytest.mark.asyncio
+async def test_two_users_racing_for_a_new_blob_id_never_both_get_it(api: Api) -> None:
+    path = "/v1/workflows/blob_processing_workflow/execute"
+    for round_number in range(5):
+        blob = {"input": {"blob_id": f"new-blob-{round_number}"}}
+        replies = await asyncio.gather(
+            api.post(path, token=ALICE, json=blob), api.post(path, token=BOB, json=blob)
+        )
+        assert sorted(reply.status for reply in replies) == [202, 404], replies
+
+
+@pytest.mark.asyncio
+async def test_a_user_has_a_bound_on_runs_waiting_to_start(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executions_routes, "MAX_PENDING_MANUAL_RUNS", 2)
+    # The first run's first step takes 2 s: the runs after it wait to start.
+    servers.downstream.script("POST", "/blobs/validate", [Reply(200, json={}, delay_s=2)])
+    path = "/v1/workflows/blob_processing_workflow/execute"
+    async with servers.serve(max_concurrency="1") as api:
+        statuses = [
+            (await api.post(path, token=ALICE, json={"input": {"blob_id": "mine"}})).status
+            for _ in range(5)
+        ]
+        refused = await api.post(path, token=ALICE, json={"input": {"blob_id": "mine"}})
+    accepted = statuses.count(202)
+    assert accepted in (2, 3), statuses  # the first may have started already
+    assert statuses == [202] * accepted + [429] * (5 - accepted)
+    assert refused.status == 429
+    assert refused.body["error"]["code"] == "too_many_pending_runs"
+    assert refused.headers["Retry-After"] == "10"

@@ -31,6 +31,7 @@ from blobflow.api import logs as log_routes
 from blobflow.api.access import EXEMPT_PATHS, PROTECTED_PREFIX, Access
 from blobflow.api.app import MAX_BODY_BYTES, api_app, openapi_document, routes
 from blobflow.api.context import ApiContext
+from blobflow.api.executions import MAX_PENDING_MANUAL_RUNS
 from blobflow.api.health import Probe, health_routes
 from blobflow.api.ratelimit import RateLimiter
 from blobflow.api.responses import errors_as_json, json_response
@@ -598,6 +599,8 @@ def _stored_summary(execution: Execution) -> Json:
 
 # An id that makes the stand-ins fail as the store does when MongoDB is not answering.
 DOWN = "db-down"
+# A user with as many runs waiting as one may have.
+BUSY_USER = "busy"
 # A manual run of this blob finds the replica stopping.
 STOPPING = "stopping-blob"
 
@@ -632,9 +635,12 @@ class FakeQueries:
         _down_if(blob_id)
         return Page([DELTA], 1) if blob_id == DELTA["blob_id"] else Page([], 0)
 
-    async def blob_owned_by_another(self, blob_id: str, user_id: str) -> bool:
+    async def claim_blob(self, blob_id: str, user_id: str) -> bool:
         _down_if(blob_id)
-        return False
+        return True
+
+    async def pending_manual_runs(self, user_id: str) -> int:
+        return MAX_PENDING_MANUAL_RUNS if user_id == BUSY_USER else 0
 
 
 def _bundle_of(schema_id: str) -> bytes:
@@ -875,6 +881,12 @@ SCENARIOS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/v1/executions/ex-live/cancel", {"token": None}, 401),
     ("POST", "/v1/executions/ex-live/cancel", {"times": 2}, 429),
     ("POST", EXECUTE, {"body": GOOD_INPUT, "content_type": JSON}, 202),
+    (
+        "POST",
+        EXECUTE,
+        {"body": b'{"input": {"blob_id": "b", "user_id": "busy"}}', "content_type": JSON},
+        429,
+    ),
     ("POST", EXECUTE, {"body": GOOD_INPUT, "content_type": JSON, "idempotency_key": "k"}, 202),
     (
         "POST",

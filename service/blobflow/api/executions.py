@@ -21,6 +21,7 @@ STATUSES = frozenset(get_args(ExecutionStatus))
 EXECUTE_FIELDS = frozenset({"input", "provider_id"})
 ANONYMOUS_USER = "anonymous"
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_PENDING_MANUAL_RUNS = 1_000
 
 
 def routes() -> list[web.RouteDef]:
@@ -96,9 +97,18 @@ async def execute_workflow(request: web.Request) -> web.Response:
         if earlier is not None:
             return earlier
     caller = principal(request)
-    if not caller.admin and await ctx.queries.blob_owned_by_another(blob_id, user_id):
+    if not caller.admin and not await ctx.queries.claim_blob(blob_id, user_id):
         # Deltas of this run would land in someone else's history.
         raise not_found(f"blob {blob_id!r}")
+    if await ctx.queries.pending_manual_runs(user_id) >= MAX_PENDING_MANUAL_RUNS:
+        # What waits is stored in MongoDB: one user must not fill it for everyone.
+        raise ApiError(
+            429,
+            "too_many_pending_runs",
+            f"{MAX_PENDING_MANUAL_RUNS} runs started by hand for {user_id!r} are still "
+            "waiting to start; send more once they have",
+            headers={"Retry-After": "10"},
+        )
     # The same shape as an event's input, which always names its user.
     data.setdefault("user_id", user_id)
     validator = catalog.validators.get(workflow.spec.input_schema_id or "")

@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from blobflow.core.listings import LIST_FILTERS, SUMMARY_FIELDS, ExecutionLogs, Page
 from blobflow.store.translation import translate_errors
@@ -40,6 +41,7 @@ class Queries:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.executions = db["executions"]
         self.deltas = db["deltas"]
+        self.blob_owners = db["blob_owners"]
 
     async def executions_page(self, filters: Mapping[str, str], *, limit: int, offset: int) -> Page:
         query = {name: value for name, value in filters.items() if name in LIST_FILTERS}
@@ -56,14 +58,33 @@ class Queries:
         total = await self.executions.count_documents(query, hint=hint)
         return Page(items, total)
 
-    async def blob_owned_by_another(self, blob_id: str, user_id: str) -> bool:
-        """Whether another user's executions ran on this blob (it is theirs)."""
+    async def claim_blob(self, blob_id: str, user_id: str) -> bool:
+        """Whether `user_id` may run by hand on `blob_id`, claiming it if nobody has.
+
+        A blob belongs to the user whose executions ran on it. One that no execution
+        has touched yet goes to the first user to claim it, decided by a unique
+        `_id` in `blob_owners`: two users racing for a new blob id never both get it.
+        """
         found = await self.executions.find_one(
             {"blob_id": blob_id, "user_id": {"$ne": user_id}},
             {"_id": True},
             hint=listing_index({"blob_id": blob_id}),
         )
-        return found is not None
+        if found is not None:
+            return False
+        try:
+            await self.blob_owners.insert_one({"_id": blob_id, "user_id": user_id})
+        except DuplicateKeyError:
+            owner = await self.blob_owners.find_one({"_id": blob_id})
+            return owner is None or owner.get("user_id") == user_id
+        return True
+
+    async def pending_manual_runs(self, user_id: str) -> int:
+        """How many runs started by hand for `user_id` still wait to start."""
+        query = {"user_id": user_id, "status": "pending", "event_id": {"$regex": "^manual:"}}
+        return await self.executions.count_documents(
+            query, hint=listing_index({"user_id": user_id})
+        )
 
     async def execution_logs(self, execution_id: str) -> ExecutionLogs | None:
         document = await self.executions.find_one(
