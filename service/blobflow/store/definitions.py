@@ -14,11 +14,17 @@ changes a schema the other uses) never both apply; the second is refused with
 the conflict named. Should a registrar outlive its turn (paused past the
 lease), the unique (kind, id, version) index still stops two rows of one
 version: the loser waits for the winner to commit, then re-reads and starts over.
+
+What is registered was valid when it was registered, perhaps by an older version
+with looser rules: it is loaded leniently (`build_catalog(registered=...)`), so
+the registered state always loads; what this version refuses to run is disabled
+and logged. What a bundle brings is held to today's rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +36,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from blobflow.core.bundles import ItemResult
-from blobflow.core.catalog import Catalog, build_catalog
+from blobflow.core.catalog import Catalog, DisabledBinding, DisabledSchema, build_catalog
 from blobflow.core.compiler import CompiledWorkflow, compile_workflow
 from blobflow.core.definitions import Kind, Workflow
 from blobflow.core.records import now
@@ -40,6 +46,7 @@ from blobflow.errors import DefinitionError, Problem, RegistrationConflict
 from blobflow.store.registry_head import RegistryHead
 from blobflow.store.translation import translate_errors
 
+logger = logging.getLogger(__name__)
 Document = dict[str, Any]
 Key = tuple[Kind, str]
 MAX_ATTEMPTS = 5
@@ -64,6 +71,8 @@ class DefinitionStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.definitions = db["definitions"]
         self.head = RegistryHead(db["registry"])
+        # Disabled items already logged: a reload logs only what is newly disabled.
+        self._logged: set[DisabledBinding | DisabledSchema] = set()
 
     async def ensure_indexes(self) -> None:
         await self.definitions.create_indexes(
@@ -136,7 +145,26 @@ class DefinitionStore:
         """The latest committed version of every item, with its version number."""
         latest = await self._latest()
         versions = {key: item.version for key, item in latest.items()}
-        return build_catalog([item.source for item in latest.values()], versions)
+        catalog = build_catalog((), versions, registered=[item.source for item in latest.values()])
+        self._log_disabled(catalog)
+        return catalog
+
+    def _log_disabled(self, catalog: Catalog) -> None:
+        disabled: list[DisabledBinding | DisabledSchema] = [
+            *catalog.disabled_schemas,
+            *catalog.disabled_bindings,
+        ]
+        for item in (item for item in disabled if item not in self._logged):
+            if isinstance(item, DisabledSchema):
+                logger.warning("schema %s is disabled: %s", item.schema_id, item.reason)
+            else:
+                logger.warning(
+                    "binding of provider %s to workflow %s is disabled, no event starts it: %s",
+                    item.provider_id,
+                    item.workflow_id,
+                    item.reason,
+                )
+        self._logged = set(disabled)
 
     async def document(self, kind: Kind, item_id: str, version: int) -> Document | None:
         """The definition exactly as registered, if that version is committed."""
@@ -244,7 +272,7 @@ def _check(incoming: list[SourceDocument], latest: dict[Key, _Latest]) -> Catalo
     problems = [p for document in incoming if (p := _unstorable(document)) is not None]
     if problems:
         raise DefinitionError(problems)
-    return build_catalog([*kept, *incoming])
+    return build_catalog(incoming, registered=kept)
 
 
 def _key(document: SourceDocument) -> Key:
