@@ -205,6 +205,7 @@ async def start(
             js, names, intake.process, connection_closed=lambda: nc.is_closed, room=admission.room
         )
         metrics.watch_backlog(lambda: dispatcher.backlog)
+        metrics.watch_disabled_bindings(lambda: len(engine.catalog.disabled_bindings))
         canceller = Canceller(
             NatsOwnerChannel(nc), store, engine, dispatcher, tokens=settings.api_tokens
         )

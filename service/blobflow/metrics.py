@@ -102,6 +102,11 @@ class Metrics:
             "Executions queued or running in this process",
             registry=r,
         )
+        self.bindings_disabled = Gauge(
+            "blobflow_bindings_disabled",
+            "Registered bindings no event starts, disabled by this version (reasons: /readyz)",
+            registry=r,
+        )
         self.executions_parked = Counter(
             "blobflow_executions_parked",
             "New executions stored for any replica to claim, this one being full",
@@ -173,6 +178,9 @@ class Metrics:
 
     def watch_backlog(self, read: Callable[[], int]) -> None:
         self.backlog.set_function(read)
+
+    def watch_disabled_bindings(self, read: Callable[[], int]) -> None:
+        self.bindings_disabled.set_function(read)
 
     def api_request(self, route: str, status: int) -> None:
         self.api_requests.labels(route, str(status)).inc()

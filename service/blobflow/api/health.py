@@ -1,6 +1,9 @@
 """Liveness and readiness over HTTP: `/healthz` and `/readyz` (§9).
 
-Readiness asks each dependency; a probe that hangs counts as not ready.
+Readiness asks each dependency; a probe that hangs counts as not ready. When
+the loaded definitions disable something (registered by an older version,
+refused by this one), `details` says what and why: the replica still works,
+so it stays ready.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
+
+from blobflow.api.context import CONTEXT
+from blobflow.core.catalog import Catalog
 
 Probe = Callable[[], Awaitable[bool]]
 PROBE_TIMEOUT_S = 2.0
@@ -29,8 +35,26 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     results = {name: await _probe(probe) for name, probe in request.app[PROBES].items()}
     ready = all(results.values())
-    body = {"status": "ready" if ready else "not ready", "checks": results}
+    body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": results}
+    context = request.app.get(CONTEXT)
+    if context is not None and (details := readiness_details(context.catalog())):
+        body["details"] = details
     return _json(body, status=200 if ready else 503)
+
+
+def readiness_details(catalog: Catalog) -> dict[str, list[dict[str, str]]]:
+    """What the definitions in use disable, and why; empty when nothing is."""
+    if not (catalog.disabled_bindings or catalog.disabled_schemas):
+        return {}
+    return {
+        "disabled_bindings": [
+            {"provider_id": b.provider_id, "workflow_id": b.workflow_id, "reason": b.reason}
+            for b in catalog.disabled_bindings
+        ],
+        "disabled_schemas": [
+            {"schema_id": s.schema_id, "reason": s.reason} for s in catalog.disabled_schemas
+        ],
+    }
 
 
 async def _probe(probe: Probe) -> bool:
