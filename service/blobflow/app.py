@@ -291,6 +291,7 @@ async def _http(service: Service) -> AsyncIterator[int]:
         canceller=service.canceller,
         metrics=service.metrics,
         announce=service.announce,
+        definitions_problem=lambda: service.catalogs.problem,
     )
     access = Access(settings.api_tokens, RateLimiter(settings.rate_limit, settings.rate_burst))
 

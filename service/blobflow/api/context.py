@@ -69,6 +69,8 @@ class ApiContext:
     metrics: Metrics
     # Reload here and tell the other replicas, after a registration changed something.
     announce: Callable[[], Awaitable[None]]
+    # Why the latest registered definitions do not load (the last good are in use), if so.
+    definitions_problem: Callable[[], str | None] = lambda: None
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

@@ -1,9 +1,9 @@
 """Liveness and readiness over HTTP: `/healthz` and `/readyz` (§9).
 
-Readiness asks each dependency; a probe that hangs counts as not ready. When
-the loaded definitions disable something (registered by an older version,
-refused by this one), `details` says what and why: the replica still works,
-so it stays ready.
+Readiness asks each dependency; a probe that hangs counts as not ready.
+`details` says what the definitions in use disable (registered by an older
+version, refused by this one) and whether the latest registered ones failed to
+load (the last good are in use): the replica still works, so it stays ready.
 """
 
 from __future__ import annotations
@@ -37,16 +37,15 @@ async def _readyz(request: web.Request) -> web.Response:
     ready = all(results.values())
     body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": results}
     context = request.app.get(CONTEXT)
-    if context is not None and (details := readiness_details(context.catalog())):
-        body["details"] = details
+    if context is not None:
+        body["details"] = readiness_details(context.catalog(), context.definitions_problem())
     return _json(body, status=200 if ready else 503)
 
 
-def readiness_details(catalog: Catalog) -> dict[str, list[dict[str, str]]]:
-    """What the definitions in use disable, and why; empty when nothing is."""
-    if not (catalog.disabled_bindings or catalog.disabled_schemas):
-        return {}
+def readiness_details(catalog: Catalog, definitions_problem: str | None) -> dict[str, object]:
+    """What the definitions in use disable, and why the latest failed to load, if they did."""
     return {
+        "definitions_problem": definitions_problem,
         "disabled_bindings": [
             {"provider_id": b.provider_id, "workflow_id": b.workflow_id, "reason": b.reason}
             for b in catalog.disabled_bindings
