@@ -114,3 +114,17 @@ async def test_an_unknown_item_is_404(api: Api, kind: str) -> None:
     reply = await api.get(f"/v1/{kind}/nope")
     assert reply.status == 404
     assert reply.body["error"]["code"] == "not_found"
+
+
+@pytest.mark.asyncio
+async def test_an_item_s_versions_are_listed_without_their_documents(api: Api) -> None:
+    for name in ("First", "Second", "Third"):
+        reply = await api.post("/v1/registry", json={"workflows": [{**WORKFLOW, "name": name}]})
+        assert reply.status == 200, reply.text
+    versions = await api.service.definitions.versions("workflow", WORKFLOW["id"])
+    assert [row["version"] for row in versions] == [3, 2, 1]
+    assert all("document" not in row for row in versions)  # only the one shown is read
+    shown = await api.get(f"/v1/workflows/{WORKFLOW['id']}")
+    assert shown.body["version"] == 3
+    assert shown.body["definition"]["name"] == "Third"
+    assert [v["version"] for v in shown.body["versions"]] == [3, 2, 1]

@@ -669,9 +669,12 @@ class FakeDefinitions:
         if content_hash is None:
             return []
         return [
-            {"version": 2, "hash": content_hash, "document": {"id": item_id}, "registered_at": NOW},
-            {"version": 1, "hash": "0" * 64, "document": {"id": item_id}},
+            {"version": 2, "hash": content_hash, "registered_at": NOW},
+            {"version": 1, "hash": "0" * 64},
         ]
+
+    async def document(self, kind: Kind, item_id: str, version: int) -> Json | None:
+        return {"id": item_id}
 
     async def register(self, documents: Sequence[SourceDocument]) -> list[ItemResult]:
         for document in documents:

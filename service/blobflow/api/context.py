@@ -57,6 +57,8 @@ class Definitions(Protocol):
 
     async def versions(self, kind: Kind, item_id: str) -> list[Document]: ...
 
+    async def document(self, kind: Kind, item_id: str, version: int) -> Document | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ApiContext:

@@ -83,16 +83,19 @@ def _lister(kind: Kind) -> Any:
 def _getter(kind: Kind) -> Any:
     async def get_item(request: web.Request) -> web.Response:
         item_id = request.match_info["id"]
-        versions = await context(request).definitions.versions(kind, item_id)
+        definitions = context(request).definitions
+        versions = await definitions.versions(kind, item_id)
         if not versions:
             raise not_found(f"{kind} {item_id!r}")
         latest = versions[0]
+        # Only the version shown is read whole: an item may have many, each up to a MiB.
+        document = await definitions.document(kind, item_id, latest["version"])
         body = {
             "kind": kind,
             "id": item_id,
             "version": latest["version"],
             "content_hash": latest["hash"],
-            "definition": latest["document"],
+            "definition": document,
             "versions": [
                 {
                     "version": row["version"],

@@ -174,10 +174,11 @@ class DefinitionStore:
         return None if row is None else row["document"]
 
     async def versions(self, kind: Kind, item_id: str) -> list[Document]:
-        """Every committed version of one item, newest first, each as registered."""
+        """Every committed version of one item, newest first: number, hash and time only
+        (`document` reads the definition of one; each may be up to a MiB)."""
         cursor = self.definitions.find(
             {"kind": kind, "id": item_id, "committed": True},
-            {"version": True, "hash": True, "document": True, "registered_at": True},
+            {"version": True, "hash": True, "registered_at": True},
             sort=[("version", DESCENDING)],
         )
         return [row async for row in cursor]
