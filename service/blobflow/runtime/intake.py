@@ -9,6 +9,7 @@ cancelled handler (shutdown) settles nothing, so the message comes back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from blobflow.runtime.ports import DeadLetters, Delivery
 
 logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 2.0
+# Events at least this large are matched in a worker thread, off the event loop.
+MATCH_IN_THREAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,12 @@ class Intake:
         except EventError as exc:
             return await self._reject(msg, exc)
         catalog = self.catalog()
+        if len(msg.data) < MATCH_IN_THREAD_BYTES:
+            bindings = catalog.match(event.data, event.kind)
+        else:
+            # `matches` is linear in the text but costs up to about 1.7 s per MiB for the
+            # largest patterns allowed; RE2 lets go of the GIL, so the loop runs on.
+            bindings = await asyncio.to_thread(catalog.match, event.data, event.kind)
         executions = [
             new_execution(
                 event,
@@ -92,7 +101,7 @@ class Intake:
                 catalog.workflows[binding.workflow_id],
                 catalog.version("workflow", binding.workflow_id),
             )
-            for binding in catalog.match(event.data, event.kind)
+            for binding in bindings
         ]
         try:
             new = await self.admit(executions)
