@@ -56,14 +56,15 @@ BAD: list[Any] = [
     bad("trailing-garbage", "invalid_json", event() + b"x"),
     bad("invalid-utf8", "invalid_json", b'{"event_id":"\xff"}'),
     bad("encoded-surrogate", "invalid_json", b'{"event_id":"\xed\xa0\x80"}'),
+    # Valid JSON text, but no UTF-8 holds it: the database cannot store it.
     bad(
         "lone-high-surrogate-escape",
-        "invalid_json",
+        "unstorable",
         b'{"event_id":"\\ud800","blob_id":"b","user_id":"u"}',
     ),
     bad(
         "lone-low-surrogate-escape",
-        "invalid_json",
+        "unstorable",
         b'{"event_id":"a\\udc00","blob_id":"b","user_id":"u"}',
     ),
     bad("raw-nul-in-string", "invalid_json", b'{"event_id":"a\x00","blob_id":"b","user_id":"u"}'),

@@ -3,15 +3,16 @@
 Events, manual input, step responses and registrations are JSON, and JSON can
 hold what MongoDB cannot: a lone UTF-16 surrogate (a `"\\ud800"` escape),
 which has no UTF-8 form; a key with a NUL byte, which BSON keys cannot hold;
-nesting deeper than MongoDB's 100 levels; an integer beyond 64 bits. Found at
-the entry, such a value is bad input (a dead letter, a failed step, a 400),
-never a write that fails later and is retried forever, and never a batch that
-fails with it. Keys starting with `$` or holding `.` are stored as they are.
+nesting deeper than MongoDB's 100 levels. Found at the entry, such a value is
+bad input (a dead letter, a failed step, a 400), never a write that fails
+later and is retried forever, and never a batch that fails with it. Keys
+starting with `$` or holding `.` are legitimate data, and so are integers
+beyond 64 bits (the store refuses those for now, each document on its own:
+`UnstorableError`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -22,10 +23,8 @@ from blobflow.errors import PathPart, format_path
 # MongoDB refuses documents nested deeper than 100 levels; a value sits a few levels
 # down in the records that hold it (an execution's steps[i].request.json_body, say).
 MAX_DEPTH: Final = 90
-_INT64: Final = range(-(2**63), 2**63)
-# In orjson's output, digit runs that may be beyond int64; and what is kept of its
-# structure to measure the depth: the brackets, objects' written as arrays'.
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+# What is kept of orjson's output to measure the depth: the brackets, objects'
+# written as arrays'.
 _SQUARE: Final = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -34,16 +33,16 @@ def unstorable_reason(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
     """Why `value` (parsed JSON) cannot be stored, naming where; None when it can.
 
     Serializing with orjson (C, about 2 ms a MiB) settles the common case: it
-    refuses lone surrogates and integers beyond 64 bits, and its output shows
-    NUL bytes, long digit runs and the nesting depth. Only a value that looks
-    suspect there is walked in Python (up to a few hundred ms for a hostile
-    MiB), which also says where the problem is.
+    refuses lone surrogates, and its output shows NUL bytes and the nesting
+    depth. Only a value that looks suspect there (or holds an integer beyond 64
+    bits, which orjson refuses) is walked in Python (up to a few hundred ms for a
+    hostile MiB), which also says where the problem is.
     """
     try:
         dumped = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
         return _first_problem(value, max_depth)
-    if b"\\u0000" in dumped or _LONG_DIGITS.search(dumped) or _too_deep(dumped, max_depth):
+    if b"\\u0000" in dumped or _too_deep(dumped, max_depth):
         return _first_problem(value, max_depth)
     return None
 
@@ -103,9 +102,6 @@ def _problems(
             stack.extend((item, (*at, index), level + 1) for index, item in enumerate(current))
         elif isinstance(current, str) and not _text_ok(current):
             yield at, "a string holds a lone surrogate (a \\ud800-\\udfff escape without its pair)"
-            return
-        elif isinstance(current, int) and not isinstance(current, bool) and current not in _INT64:
-            yield at, "an integer beyond 64 bits"
             return
 
 
