@@ -337,34 +337,13 @@ async def test_dev_with_a_server_that_fails_to_start_is_one_line(tmp_path: Path)
     assert line.endswith(f"; log {data}/nats/nats-server.log: fatal: cannot open the store"), line
 
 
-@pytest.mark.asyncio
-async def test_dev_stops_at_once_while_it_waits_for_a_server() -> None:
-    urls = ("--nats-url", _nowhere(), "--mongodb-url", f"mongodb://127.0.0.1:{free_port()}")
+async def _sigterm_after_first_line(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[int | None, bytes, bytes]:
+    """Start `blobflow ARGS`, SIGTERM it after its first line on stderr (the service
+    retries NATS for two minutes, a warning per attempt); exit code, first line, all output."""
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "blobflow.cli.main", "dev", *urls),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stderr is not None
-        # The service retries NATS for two minutes, a warning per attempt.
-        first = await asyncio.wait_for(process.stderr.readline(), timeout=10)
-        assert first.startswith(b"NATS: "), first
-        process.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(process.communicate(), timeout=5)
-    finally:
-        if process.returncode is None:
-            process.kill()
-    assert process.returncode == 0
-    assert b"Traceback" not in out + err
-
-
-@pytest.mark.asyncio
-async def test_serve_stops_at_once_while_it_waits_for_nats() -> None:
-    env = {**os.environ, "BLOBFLOW_NATS_URL": _nowhere(), "BLOBFLOW_HTTP_PORT": "0"}
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "blobflow.cli.main", "serve"),
+        *(sys.executable, "-m", "blobflow.cli.main", *args),
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -372,16 +351,31 @@ async def test_serve_stops_at_once_while_it_waits_for_nats() -> None:
     )
     try:
         assert process.stderr is not None
-        # The service retries NATS for two minutes, a warning per attempt.
         first = await asyncio.wait_for(process.stderr.readline(), timeout=10)
-        assert b"NATS: " in first, first
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), timeout=5)
     finally:
         if process.returncode is None:
             process.kill()
-    assert process.returncode == 0
-    assert b"Traceback" not in out + err
+    return process.returncode, first, out + err
+
+
+@pytest.mark.asyncio
+async def test_dev_stops_at_once_while_it_waits_for_a_server() -> None:
+    urls = ("--nats-url", _nowhere(), "--mongodb-url", f"mongodb://127.0.0.1:{free_port()}")
+    code, first, output = await _sigterm_after_first_line("dev", *urls)
+    assert first.startswith(b"NATS: "), first
+    assert code == 0
+    assert b"Traceback" not in output
+
+
+@pytest.mark.asyncio
+async def test_serve_stops_at_once_while_it_waits_for_nats() -> None:
+    env = {**os.environ, "BLOBFLOW_NATS_URL": _nowhere(), "BLOBFLOW_HTTP_PORT": "0"}
+    code, first, output = await _sigterm_after_first_line("serve", env=env)
+    assert b"NATS: " in first, first
+    assert code == 0
+    assert b"Traceback" not in output
 
 
 @pytest.mark.asyncio
